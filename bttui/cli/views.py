@@ -1,0 +1,270 @@
+"""What the CLI shows about runs: list rows, `show --json` objects, and the human run report."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from pathlib import PurePath
+from typing import Any
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with non-finite floats as "nan"/"inf"/"-inf" (as the event log writes them), paths and times as text."""
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return "nan"
+        if math.isinf(obj):
+            return "inf" if obj > 0 else "-inf"
+        return obj
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (datetime, date)):
+        return obj.isoformat()
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return json_safe(dataclasses.asdict(obj))
+    return obj
+
+
+def _first(mappings: Sequence[Mapping[str, Any]], *keys: str) -> Any:
+    for key in keys:
+        for m in mappings:
+            if isinstance(m, Mapping) and m.get(key) is not None:
+                return m[key]
+    return None
+
+
+def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One `ls` row with the documented keys: id, name, status, status_reason, created, stage, progress, best_accuracy, sweep_id.
+
+    Accepts index rows (``reason``, ``progress`` as a 0-1 fraction) and dicts
+    carrying status.json under "status_data"; "progress" is the fraction done
+    of the current stage (bttui.runs.status.progress) or None.
+    """
+    nested = [row]
+    status_data = row.get("status_data")
+    if isinstance(status_data, Mapping):
+        nested.append(status_data)
+    progress = row.get("progress")
+    if progress is None and isinstance(status_data, Mapping):
+        from bttui.runs.status import progress as stage_progress
+
+        progress = stage_progress(dict(status_data))
+    created = _first(nested, "created")
+    return {
+        "id": _first(nested, "id", "run_id"),
+        "name": _first(nested, "name"),
+        "status": _first(nested, "status"),
+        "status_reason": _first(nested, "status_reason", "reason"),
+        "created": created.isoformat() if isinstance(created, datetime) else created,
+        "stage": _first(nested, "stage"),
+        "progress": progress,
+        "best_accuracy": _first(nested, "best_accuracy"),
+        "sweep_id": _first(nested, "sweep_id"),
+    }
+
+
+def record_row(record: Any) -> dict[str, Any]:
+    """An `ls` row from a store RunRecord (status fields from status.json, best accuracy included)."""
+    status_data = record.status_data if isinstance(record.status_data, Mapping) else {}
+    run_data = record.run_data if isinstance(record.run_data, Mapping) else {}
+    return normalize_row({
+        "id": record.id, "name": record.name, "status": record.status, "status_reason": record.reason,
+        "created": record.created, "sweep_id": run_data.get("sweep_id"), "status_data": status_data,
+    })
+
+
+def _sort_key(row: Mapping[str, Any]) -> tuple[str, str]:
+    return (str(row.get("created") or ""), str(row.get("id") or ""))
+
+
+def list_rows(store: Any) -> list[dict[str, Any]]:
+    """Every run in the store as `ls` rows, newest first (from the SQLite index, refreshed incrementally)."""
+    import sqlite3
+
+    from bttui.runs.index import Index
+
+    try:
+        raw = Index(store).refresh()
+    except (sqlite3.Error, OSError):
+        # The index is only a cache (e.g. a read-only copied store cannot hold
+        # one): list straight from the run directories instead.
+        raw = [record_row(r) for r in store.list_runs()]
+    rows = [normalize_row(r) for r in raw]
+    rows.sort(key=_sort_key, reverse=True)
+    return rows
+
+
+def _record_summary(record: Any) -> dict[str, Any]:
+    summary = record.summary()
+    return summary if isinstance(summary, Mapping) else {}
+
+
+def run_json(record: Any) -> dict[str, Any]:
+    """The `show --json` object of a run (docs/design.md; results are summary.json's result items)."""
+    run_data = record.run_data if isinstance(record.run_data, Mapping) else {}
+    summary = _record_summary(record)
+    return {
+        "id": record.id,
+        "name": record.name,
+        "status": record.status,
+        "status_reason": record.reason,
+        "created": record.created,
+        "lineage": run_data.get("lineage"),
+        "config": record.config_dict(),
+        "results": list(summary.get("results") or []),
+        "pretrain": summary.get("pretrain"),
+        "sweep_id": run_data.get("sweep_id"),
+    }
+
+
+def _join(values: Any) -> str:
+    if isinstance(values, (list, tuple)):
+        return ", ".join(str(v) for v in values)
+    return "" if values is None else str(values)
+
+
+def config_summary(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The handful of config facts that identify an experiment, as (label, text) pairs."""
+    pairs: list[tuple[str, str]] = []
+    data = config.get("data") or {}
+    if data:
+        pairs.append(("data", f"{data.get('root', '-')} ({data.get('image_size', '-')} px, "
+                              f"{data.get('split_policy', 'mimeta')} splits)"))
+    pre = config.get("pretrain")
+    if isinstance(pre, Mapping):
+        pairs.append(("pretrain", f"{_join(pre.get('datasets'))}: {pre.get('backbone', 'resnet18')}, "
+                                  f"{pre.get('epochs')} epochs, batch {pre.get('batch_size')}, "
+                                  f"{pre.get('optimizer')} lr {pre.get('lr')}, lambda {pre.get('lambd')}, "
+                                  f"{pre.get('augment')} views"))
+    else:
+        pairs.append(("pretrain", "none"))
+    ft = config.get("finetune")
+    if isinstance(ft, Mapping):
+        fractions = ", ".join(f"{float(x):g}" for x in ft.get("label_fractions") or [])
+        pairs.append(("finetune", f"{_join(ft.get('datasets'))}: init {_join(ft.get('init'))}; "
+                                  f"strategy {_join(ft.get('strategy'))}; labels {fractions}; "
+                                  f"seeds {_join(ft.get('seeds'))}; {ft.get('epochs')} epochs"))
+    else:
+        pairs.append(("finetune", "none"))
+    return pairs
+
+
+def progress_words(status: Mapping[str, Any]) -> str:
+    """Where a live run is, from status.json: ``pretrain epoch 3/10 step 120/400 loss 812.4`` or ``finetune cell 2/8 <id> epoch 4/100``."""
+    from bttui.render.format import clean, fmt_loss
+
+    parts: list[str] = []
+    stage = status.get("stage")
+    if stage:
+        parts.append(clean(stage, single_line=True))
+    if stage == "finetune" and status.get("cells_total"):
+        parts.append(f"cell {int(status.get('cells_done') or 0) + 1}/{status['cells_total']}")
+        if status.get("cell"):
+            parts.append(clean(status["cell"], single_line=True))
+    if status.get("epoch") is not None and status.get("epochs"):
+        parts.append(f"epoch {status['epoch']}/{status['epochs']}")
+    if stage == "pretrain" and status.get("step") is not None and status.get("steps"):
+        parts.append(f"step {status['step']}/{status['steps']}")
+    if status.get("loss") is not None:
+        parts.append(f"loss {fmt_loss(status['loss'])}")
+    return " ".join(parts)
+
+
+def _pretrain_pairs(pretrain: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Scalar facts of summary.json's "pretrain" block (nested values are left to --json)."""
+    return [(str(k), v) for k, v in pretrain.items() if isinstance(v, (str, int, float, bool)) or v is None]
+
+
+def print_results(console: Any, results: Sequence[Mapping[str, Any]]) -> None:
+    """The results table, then the confusion matrix of every completed cell that has one."""
+    from rich.text import Text
+
+    from bttui.render.confusion import confusion_table
+    from bttui.render.format import clean, fmt_accuracy
+    from bttui.render.tables import results_table
+
+    if not results:
+        console.print(Text("no fine-tuning results yet", style="dim"))
+        return
+    console.print(results_table(results, width=console.width))
+    for r in results:
+        matrix = r.get("confusion_matrix")
+        if r.get("status", "completed") != "completed" or not matrix:
+            continue
+        title = f"{clean(r.get('cell') or '', single_line=True)}  test accuracy {fmt_accuracy(r.get('test_accuracy'))}"
+        console.print()
+        console.print(confusion_table(matrix, r.get("class_names") or [], title=title, width=console.width))
+
+
+def print_run(console: Any, record: Any) -> None:
+    """The human `show` report: header, config summary, progress, pretraining summary, results, confusion matrices."""
+    from rich.text import Text
+
+    from bttui.render.format import clean, fmt_time
+    from bttui.render.glyphs import status_text
+    from bttui.render.tables import kv_table
+
+    header = Text(clean(record.name, single_line=True), style="bold")
+    header.append("  ")
+    header.append_text(status_text(record.status, record.reason))
+    console.print(header)
+
+    run_data = record.run_data if isinstance(record.run_data, Mapping) else {}
+    config = record.config_dict() or {}
+    pairs: list[tuple[str, Any]] = [("id", str(record.id)), ("created", fmt_time(record.created))]
+    if run_data.get("host"):
+        pairs.append(("host", str(run_data["host"])))
+    if run_data.get("sweep_id"):
+        pairs.append(("sweep", str(run_data["sweep_id"])))
+    if run_data.get("config_path"):
+        pairs.append(("config", str(run_data["config_path"])))
+    if config.get("description"):
+        pairs.append(("description", str(config["description"])))
+    pairs.extend(config_summary(config))
+    status_data = record.status_data if isinstance(record.status_data, Mapping) else {}
+    if record.status in ("running", "queued") and status_data:
+        progress = progress_words(status_data)
+        if progress:
+            pairs.append(("progress", progress))
+    console.print(kv_table(pairs))
+
+    summary = _record_summary(record)
+    pretrain = summary.get("pretrain")
+    if isinstance(pretrain, Mapping) and pretrain:
+        console.print()
+        console.print(Text("pretraining", style="bold"))
+        console.print(kv_table(_pretrain_pairs(pretrain)))
+    console.print()
+    print_results(console, list(summary.get("results") or []))
+
+
+def config_items(cfg: Any, sources: Mapping[str, str]) -> list[tuple[str, Any, str]]:
+    """Every resolved key of a config dataclass as (dotted key, value, source), sections in schema order.
+
+    An absent optional section (no [pretrain] / [finetune]) is one row whose value reads "absent".
+    """
+    from rich.text import Text
+
+    from bttui.config.schema import SECTIONS
+
+    items: list[tuple[str, Any, str]] = []
+
+    def walk(obj: Any, prefix: str) -> None:
+        for fld in dataclasses.fields(obj):
+            key = f"{prefix}{fld.name}"
+            value = getattr(obj, fld.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, key + ".")
+            elif value is None and not prefix and fld.name in SECTIONS:
+                items.append((key, Text(f"absent (no [{key}] section)", style="dim"), sources.get(key, "default")))
+            else:
+                items.append((key, value, sources.get(key, "default")))
+
+    walk(cfg, "")
+    return items

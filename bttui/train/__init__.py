@@ -1,0 +1,1 @@
+"""The torch world: Barlow Twins pretraining and fine-tuning, run as ``python -m bttui.train RUN_DIR``."""

@@ -1,0 +1,505 @@
+"""One fine-tuning cell: build the backbone from its init, train a readout (linear / full / surgical), test it.
+
+The protocol of the paper (readout only, full and surgical fine-tuning of a ResNet-18
+on a stratified fraction of the training labels) with the corrections FACTS.md lists:
+the best epoch is chosen on the validation split, the test split is used once, at
+the end, and ImageNet weights get ImageNet normalisation.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bttui.errors import BttuiError
+from bttui.train.augment import LightAugment, eval_transform
+from bttui.train.model import BACKBONE_STAGES, Readout, build_backbone, extract_features, feature_dim
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+LBFGS_L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # L2 strengths tried on the validation split
+BOOTSTRAP_RESAMPLES = 1000
+
+
+class CellStopped(Exception):
+    """The run was asked to stop (SIGTERM/SIGINT) while this cell was training."""
+
+
+def _noop(*_a: Any, **_k: Any) -> None:
+    return None
+
+
+# ---------------------------------------------------------------------------- backbone inits
+@dataclass
+class BackboneInit:
+    """A ready backbone and where it came from."""
+
+    backbone: nn.Module
+    init: str  # resolved, e.g. "barlow_twins:<run id>" or "checkpoint:/abs/path"
+    backbone_from: str | None
+    norm: tuple[list[float], list[float]] | None  # normalisation the backbone was trained with
+    name: str = "resnet18"
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+def imagenet_weights_path(cfg: Any) -> Path:
+    """Where the ImageNet ResNet-18 weights are read: finetune.imagenet_weights, else torch hub's cache."""
+    if cfg.finetune is not None and cfg.finetune.imagenet_weights:
+        return Path(cfg.finetune.imagenet_weights)
+    import torch.hub
+    from torchvision.models import ResNet18_Weights
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(ResNet18_Weights.IMAGENET1K_V1.url)
+
+
+def backbone_state_dict(obj: Any, source: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The backbone weights in ``obj`` (a bttui checkpoint or a plain torchvision ResNet state dict) and its metadata.
+
+    Drops the classifier (``fc.``) and projector, and DDP's ``module.`` prefix.
+    """
+    if not isinstance(obj, dict):
+        raise BttuiError(f"{source} does not hold a state dict (found {type(obj).__name__}); give a bttui "
+                         "checkpoint (pretrain_*.pt) or a torchvision ResNet state dict.")
+    meta: dict[str, Any] = {}
+    if isinstance(obj.get("model"), dict):
+        meta = {k: obj[k] for k in ("backbone", "norm", "epoch", "step", "kind") if k in obj}
+        sd = obj["model"]
+    elif isinstance(obj.get("state_dict"), dict):
+        sd = obj["state_dict"]
+    else:
+        sd = obj
+    sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items() if torch.is_tensor(v)}
+    if any(k.startswith("backbone.") for k in sd):
+        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+    sd = {k: v for k, v in sd.items() if not k.startswith(("fc.", "projector."))}
+    if not sd:
+        raise BttuiError(f"{source} holds no backbone weights; give a bttui checkpoint or a torchvision ResNet state dict.")
+    return sd, meta
+
+
+def load_backbone_weights(path: Path, source_label: str) -> tuple[nn.Module, dict[str, Any], str]:
+    """A backbone built to match the weights in ``path`` and loaded with them; returns (backbone, meta, name)."""
+    if not path.is_file():
+        raise BttuiError(f"Checkpoint {path} ({source_label}) does not exist.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BttuiError(f"Cannot read checkpoint {path} ({source_label}): {type(exc).__name__}: {exc}. "
+                         "It must be a file written by torch.save holding tensors only.") from exc
+    sd, meta = backbone_state_dict(obj, str(path))
+    name = meta.get("backbone") or ("resnet50" if "layer1.0.conv3.weight" in sd else "resnet18")
+    backbone = build_backbone(name)
+    missing, unexpected = backbone.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise BttuiError(f"Checkpoint {path} ({source_label}) does not fit a {name} backbone: "
+                         f"{len(missing)} missing keys (e.g. {', '.join(missing[:3]) or '-'}), "
+                         f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3]) or '-'}).")
+    return backbone, meta, name
+
+
+def pretrain_checkpoint_in(run_dir: Path, epoch: int | None, what: str) -> Path:
+    """The final (or ``@epoch=N``) pretraining checkpoint of a run directory."""
+    from bttui.train.pretrain import FINAL_NAME, epoch_checkpoint_name
+
+    ckpt_dir = run_dir / "checkpoints"
+    path = ckpt_dir / (FINAL_NAME if epoch is None else epoch_checkpoint_name(epoch))
+    if path.is_file():
+        return path
+    have = sorted(p.name for p in ckpt_dir.glob("pretrain_*.pt")) if ckpt_dir.is_dir() else []
+    hint = (f"checkpoints there: {', '.join(have)}" if have else "it has no pretraining checkpoints")
+    if epoch is not None:
+        hint += f" (periodic ones exist every pretrain.checkpoint_every epochs; only the last keep_last are kept)"
+    raise BttuiError(f"{what}: {path} does not exist; {hint}.")
+
+
+def resolve_init(cfg: Any, init_text: str, seed: int, *, run_dir: Path,
+                 resolve_run: Callable[[str], tuple[str, Path]] | None = None) -> BackboneInit:
+    """Build the backbone for an init string (random | imagenet | barlow_twins | run:<id> | checkpoint:<path>)."""
+    from bttui.config.init_spec import parse_init
+
+    spec = parse_init(init_text)
+    default_name = cfg.pretrain.backbone if cfg.pretrain is not None else "resnet18"
+    if spec.kind == "random":
+        torch.manual_seed(seed)
+        return BackboneInit(build_backbone(default_name), "random", None, None, default_name, {"backbone_from": None})
+    if spec.kind == "imagenet":
+        path = imagenet_weights_path(cfg)
+        if not path.is_file():
+            raise BttuiError(
+                f"ImageNet weights not found at {path}. This machine cannot download them: copy torchvision's "
+                f"resnet18-f37072fd.pth (ResNet18_Weights.IMAGENET1K_V1) into {path.parent} (torch hub's checkpoint "
+                "folder), or set finetune.imagenet_weights to the file's path.")
+        backbone, _meta, name = load_backbone_weights(path, "ImageNet weights")
+        return BackboneInit(backbone, "imagenet", f"imagenet:{path}", (IMAGENET_MEAN, IMAGENET_STD), name,
+                            {"backbone_from": f"imagenet:{path}", "checkpoint": str(path)})
+    suffix = f"@epoch={spec.epoch}" if spec.epoch is not None else ""
+    if spec.kind == "barlow_twins":
+        run_id = run_dir.name
+        path = pretrain_checkpoint_in(run_dir, spec.epoch, f"init {init_text} (this run's pretraining)")
+        init = f"barlow_twins:{run_id}{suffix}"
+        origin = f"run:{run_id}"
+    elif spec.kind == "run":
+        if resolve_run is None:
+            raise BttuiError(f"init {init_text}: no run store to look up run {spec.ref!r} in.")
+        run_id, other = resolve_run(spec.ref)
+        path = pretrain_checkpoint_in(Path(other), spec.epoch, f"init {init_text}")
+        init = f"run:{run_id}{suffix}"
+        origin = f"run:{run_id}"
+    else:  # checkpoint
+        ref = Path(spec.ref).expanduser()
+        if ref.is_dir():
+            base = ref.parent if ref.name == "checkpoints" else ref
+            path = pretrain_checkpoint_in(base, spec.epoch, f"init {init_text}")
+        else:
+            if spec.epoch is not None:
+                raise BttuiError(f"init {init_text}: @epoch= needs a run directory after checkpoint:, "
+                                 f"but {ref} is a file; drop @epoch= or point at the run directory.")
+            path = ref
+        path = path.resolve()
+        init = f"checkpoint:{path}"
+        origin = f"checkpoint:{path}"
+    backbone, meta, name = load_backbone_weights(path, f"init {init_text}")
+    norm = None
+    if isinstance(meta.get("norm"), dict) and meta["norm"].get("mean"):
+        norm = ([float(v) for v in meta["norm"]["mean"]], [float(v) for v in meta["norm"]["std"]])
+    lineage = {"backbone_from": origin, "checkpoint": str(path), "epoch": meta.get("epoch"), "step": meta.get("step")}
+    return BackboneInit(backbone, init, origin, norm, name, lineage)
+
+
+# ---------------------------------------------------------------------------- metrics
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """Accuracy, per-class accuracy (recall; None for classes absent from the test set), confusion counts
+    (rows = true), balanced accuracy and macro F1 (over classes present in truth or predictions)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    tp = np.diag(cm)
+    per_class = [float(tp[c] / support[c]) if support[c] else None for c in range(n_classes)]
+    recalls = [v for v in per_class if v is not None]
+    f1s = []
+    for c in range(n_classes):
+        if support[c] == 0 and predicted[c] == 0:
+            continue
+        denom = support[c] + predicted[c]
+        f1s.append(float(2 * tp[c] / denom) if denom else 0.0)
+    return {
+        "test_accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
+        "per_class_accuracy": per_class,
+        "confusion_matrix": cm.tolist(),
+        "balanced_accuracy": float(np.mean(recalls)) if recalls else 0.0,
+        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
+    }
+
+
+def bootstrap_ci(correct: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                 level: float = 0.95) -> list[float]:
+    """Percentile bootstrap confidence interval of the accuracy from per-sample correctness."""
+    correct = np.asarray(correct, dtype=np.float64)
+    if len(correct) == 0:
+        return [0.0, 0.0]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(correct), size=(resamples, len(correct)))
+    accs = correct[idx].mean(axis=1)
+    alpha = (1 - level) / 2
+    return [float(np.quantile(accs, alpha)), float(np.quantile(accs, 1 - alpha))]
+
+
+# ---------------------------------------------------------------------------- training pieces
+def _evaluate_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    loss = float(F.cross_entropy(logits, labels))
+    acc = int((logits.argmax(1) == labels).sum()) / len(labels) if len(labels) else 0.0
+    return loss, acc
+
+
+def _fit_readout_sgd(train_f: torch.Tensor, train_y: torch.Tensor, val_f: torch.Tensor | None, val_y: torch.Tensor | None,
+                     n_classes: int, ft: Any, seed: int, on_epoch: Callable[..., None],
+                     should_stop: Callable[[], bool]) -> tuple[Readout, int | None, float | None]:
+    """Mini-batch training of the readout on precomputed features (Adam, as the paper's recipe)."""
+    torch.manual_seed(seed)
+    readout = Readout(train_f.shape[1], n_classes)
+    opt = torch.optim.Adam(readout.parameters(), lr=ft.lr, weight_decay=ft.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    best_state, best_acc, best_epoch, since = copy.deepcopy(readout.state_dict()), -1.0, None, 0
+    for epoch in range(1, ft.epochs + 1):
+        if should_stop():
+            raise CellStopped()
+        perm = torch.randperm(len(train_y), generator=gen)
+        tot_loss, tot_correct = 0.0, 0
+        for i in range(0, len(perm), ft.batch_size):
+            idx = perm[i:i + ft.batch_size]
+            logits = readout(train_f[idx])
+            loss = F.cross_entropy(logits, train_y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot_loss += float(loss.detach()) * len(idx)
+            tot_correct += int((logits.detach().argmax(1) == train_y[idx]).sum())
+        stats = {"train_loss": tot_loss / len(perm), "train_accuracy": tot_correct / len(perm)}
+        if val_f is not None:
+            with torch.no_grad():
+                stats["val_loss"], stats["val_accuracy"] = _evaluate_logits(readout(val_f), val_y)
+        improved = val_f is None or stats["val_accuracy"] > best_acc
+        if improved:
+            best_acc = stats.get("val_accuracy", -1.0)
+            best_state, best_epoch, since = copy.deepcopy(readout.state_dict()), epoch, 0
+        else:
+            since += 1
+        on_epoch(epoch, stats, best_acc if val_f is not None else None)
+        if ft.patience and since >= ft.patience:
+            break
+    readout.load_state_dict(best_state)
+    return readout, best_epoch, (best_acc if val_f is not None else None)
+
+
+def _fit_readout_lbfgs(train_f: torch.Tensor, train_y: torch.Tensor, val_f: torch.Tensor | None, val_y: torch.Tensor | None,
+                       n_classes: int, on_epoch: Callable[..., None], should_stop: Callable[[], bool]
+                       ) -> tuple[Readout, float, float | None]:
+    """Full-batch L-BFGS multinomial logistic regression; the L2 strength is picked on the validation split.
+
+    Features are standardised for conditioning; the scaling is folded back into the returned readout.
+    """
+    mu = train_f.mean(0)
+    sd = train_f.std(0, unbiased=False).clamp_min(1e-6)
+    xs = (train_f - mu) / sd
+    vs = (val_f - mu) / sd if val_f is not None else None
+    best: tuple[float, float, torch.Tensor, torch.Tensor, float] | None = None  # (acc, -loss, W, b, l2)
+    grid = LBFGS_L2_GRID if val_f is not None else (1e-4,)
+    for i, l2 in enumerate(grid, start=1):
+        if should_stop():
+            raise CellStopped()
+        w = torch.zeros(n_classes, xs.shape[1], requires_grad=True)
+        b = torch.zeros(n_classes, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=200, history_size=20, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = F.cross_entropy(xs @ w.T + b, train_y) + 0.5 * l2 * w.pow(2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            tr_loss, tr_acc = _evaluate_logits(xs @ w.T + b, train_y)
+            stats = {"train_loss": tr_loss, "train_accuracy": tr_acc, "l2": l2}
+            key: tuple[float, float] = (0.0, 0.0)
+            if vs is not None:
+                stats["val_loss"], stats["val_accuracy"] = _evaluate_logits(vs @ w.T + b, val_y)
+                key = (stats["val_accuracy"], -stats["val_loss"])
+        if best is None or key > best[:2]:
+            best = (key[0], key[1], w.detach().clone(), b.detach().clone(), l2)
+        on_epoch(i, stats, best[0] if vs is not None else None)
+    assert best is not None
+    readout = Readout(train_f.shape[1], n_classes)
+    with torch.no_grad():
+        readout.weight.copy_(best[2] / sd)
+        readout.bias.copy_(best[3] - (best[2] / sd) @ mu)
+    return readout, best[4], (best[0] if vs is not None else None)
+
+
+class Classifier(nn.Module):
+    """Backbone followed by the linear readout."""
+
+    def __init__(self, backbone: nn.Module, readout: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.readout = readout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.backbone(x))
+
+
+def _trainable_stages(strategy_kind: str, layers: tuple[str, ...]) -> tuple[str, ...]:
+    return BACKBONE_STAGES if strategy_kind == "full" else layers
+
+
+def _set_train_mode(model: Classifier, stages: tuple[str, ...]) -> None:
+    """Train mode for trained stages and the readout; frozen stages keep eval-mode BatchNorm statistics."""
+    model.train()
+    for name, module in model.backbone.named_children():
+        if name not in stages:
+            module.eval()
+
+
+@torch.no_grad()
+def _predict(model: Classifier, images: torch.Tensor, mean: list[float], std: list[float], device: torch.device,
+             batch: int, amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, backbone features) of uint8 images, eval mode, on the CPU."""
+    model.eval()
+    logits, feats = [], []
+    for i in range(0, images.shape[0], batch):
+        x = eval_transform(images[i:i + batch].to(device), mean, std)
+        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            f = model.backbone(x)
+            out = model.readout(f.float())
+        logits.append(out.float().cpu())
+        feats.append(f.float().cpu())
+    if not logits:
+        return torch.zeros(0, model.readout.out_features), torch.zeros(0, model.readout.in_features)
+    return torch.cat(logits), torch.cat(feats)
+
+
+# ---------------------------------------------------------------------------- the cell
+def run_cell(cfg: Any, cell: Any, data: Any, *, device: torch.device, run_dir: str | os.PathLike,
+             emit: Callable[..., Any] = _noop, progress: Callable[..., Any] = _noop,
+             should_stop: Callable[[], bool] = lambda: False,
+             resolve_run: Callable[[str], tuple[str, Path]] | None = None) -> dict[str, Any]:
+    """Fine-tune and test one cell (a ``bttui.config.CellSpec``) on ``data`` (``DatasetArrays``).
+
+    Returns the result item of docs/design.md. Writes the label subset to
+    ``artifacts/splits/`` and the test features to ``artifacts/cells/<slug>/test_features.npz``.
+    """
+    from bttui.config.init_spec import parse_strategy
+    from bttui.runs.atomic import write_json_atomic
+    from bttui.train.data import dataset_stats, label_subset
+    from bttui.train.pretrain import resolve_precision
+
+    t0 = time.perf_counter()
+    ft = cfg.finetune
+    device = torch.device(device)
+    run_dir = Path(run_dir)
+    artifacts = run_dir / "artifacts"
+    strategy = parse_strategy(cell.strategy)
+    n_classes = len(data.class_names)
+    amp_dtype = resolve_precision(cfg.pretrain.precision if cfg.pretrain is not None else "auto", device)
+
+    # ---- labels: a stratified, nested subset of the train split; val and test untouched
+    train_idx = np.asarray(label_subset(data.labels, data.splits["train"], cell.label_fraction, cell.seed))
+    val_idx = np.asarray(data.splits.get("val", np.empty(0, dtype=np.int64)))
+    test_idx = np.asarray(data.splits["test"])
+    (artifacts / "splits").mkdir(parents=True, exist_ok=True)
+    write_json_atomic(artifacts / "splits" / f"{cell.dataset}_{cell.label_fraction:g}_{cell.seed}.json",
+                      {"dataset": cell.dataset, "task": data.task, "label_fraction": cell.label_fraction,
+                       "seed": cell.seed, "n": int(len(train_idx)), "indices": [int(i) for i in train_idx]})
+    if len(test_idx) == 0:
+        raise BttuiError(f"Dataset {cell.dataset} has an empty test split; cannot evaluate cell {cell.id}.")
+
+    # ---- backbone and normalisation
+    init = resolve_init(cfg, cell.init, cell.seed, run_dir=run_dir, resolve_run=resolve_run)
+    if init.norm is not None:
+        mean, std = init.norm
+    else:
+        mean, std = dataset_stats(np.asarray(data.images[np.asarray(data.splits["train"])]))
+        std = [s if s > 1e-6 else 1.0 for s in std]
+    backbone = init.backbone.to(device)
+    dim = feature_dim(backbone)
+    labels = torch.from_numpy(np.asarray(data.labels, dtype=np.int64))
+
+    def take(idx: np.ndarray) -> torch.Tensor:
+        # Fancy indexing copies, so a read-only memory-mapped cache never reaches torch.
+        return torch.from_numpy(np.ascontiguousarray(np.asarray(data.images[idx])))
+
+    x_tr, y_tr = take(train_idx), labels[train_idx]
+    x_va, y_va = (take(val_idx), labels[val_idx]) if len(val_idx) else (None, None)
+    x_te, y_te = take(test_idx), labels[test_idx]
+    batch = int(ft.batch_size)
+
+    def on_epoch(epoch: int, stats: dict[str, float], best: float | None) -> None:
+        emit("cell_epoch", stage="finetune", cell=cell.id, epoch=epoch, **{k: round(v, 6) for k, v in stats.items()})
+        progress(stage="finetune", cell=cell.id, epoch=epoch, epochs=ft.epochs,
+                 best_accuracy=None if best is None or best < 0 else round(best, 6))
+
+    probe = None
+    extra: dict[str, Any] = {}
+    if strategy.kind == "linear":
+        # Frozen backbone, no augmentation: features are computed once (eval-mode BatchNorm).
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        f_tr = extract_features(backbone, x_tr, mean, std, device, batch_size=batch, amp_dtype=amp_dtype)
+        f_va = extract_features(backbone, x_va, mean, std, device, batch_size=batch, amp_dtype=amp_dtype) if x_va is not None else None
+        probe = ft.probe
+        if probe == "lbfgs":
+            readout, l2, val_acc = _fit_readout_lbfgs(f_tr, y_tr, f_va, y_va, n_classes, on_epoch, should_stop)
+            best_epoch, extra["probe_l2"] = None, l2
+        else:
+            readout, best_epoch, val_acc = _fit_readout_sgd(f_tr, y_tr, f_va, y_va, n_classes, ft, cell.seed, on_epoch, should_stop)
+        model = Classifier(backbone, readout.to(device))
+    else:
+        stages = _trainable_stages(strategy.kind, strategy.layers)
+        torch.manual_seed(cell.seed)
+        model = Classifier(backbone, Readout(dim, n_classes)).to(device)
+        for name, module in model.backbone.named_children():
+            for p in module.parameters():
+                p.requires_grad_(name in stages)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=ft.lr, weight_decay=ft.weight_decay)
+        augment = LightAugment(cfg.data.image_size, mean, std)
+        gen = torch.Generator().manual_seed(cell.seed)
+        best_state, val_acc, best_epoch, since = copy.deepcopy(model.state_dict()), -1.0, None, 0
+        for epoch in range(1, ft.epochs + 1):
+            if should_stop():
+                raise CellStopped()
+            _set_train_mode(model, stages)
+            perm = torch.randperm(len(y_tr), generator=gen)
+            tot_loss, tot_correct, seen = 0.0, 0, 0
+            for i in range(0, len(perm), batch):
+                idx = perm[i:i + batch]
+                if len(idx) < 2 and len(perm) > 1:
+                    continue  # BatchNorm cannot train on a batch of one
+                x = augment(x_tr[idx].to(device), gen)
+                with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    logits = model(x)
+                loss = F.cross_entropy(logits.float(), y_tr[idx].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                tot_loss += float(loss.detach()) * len(idx)
+                tot_correct += int((logits.argmax(1).cpu() == y_tr[idx]).sum())
+                seen += len(idx)
+            stats = {"train_loss": tot_loss / max(1, seen), "train_accuracy": tot_correct / max(1, seen)}
+            if x_va is not None:
+                logits_va, _ = _predict(model, x_va, mean, std, device, batch, amp_dtype)
+                stats["val_loss"], stats["val_accuracy"] = _evaluate_logits(logits_va, y_va)
+            if not math.isfinite(stats["train_loss"]):
+                raise BttuiError(f"cell {cell.id}: the training loss became NaN at epoch {epoch}; "
+                                 f"try a lower finetune.lr (currently {ft.lr:g}).")
+            if x_va is None or stats["val_accuracy"] > val_acc:
+                val_acc = stats.get("val_accuracy", -1.0)
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                best_epoch, since = epoch, 0
+            else:
+                since += 1
+            on_epoch(epoch, stats, val_acc if x_va is not None else None)
+            if ft.patience and since >= ft.patience:
+                break
+        model.load_state_dict(best_state)
+        if x_va is None:
+            val_acc = None
+
+    # ---- test, once, with the selected state
+    logits_te, feats_te = _predict(model, x_te, mean, std, device, batch, amp_dtype)
+    pred = logits_te.argmax(1).numpy()
+    truth = y_te.numpy()
+    metrics = classification_metrics(truth, pred, n_classes)
+    cell_dir = artifacts / "cells" / cell.slug
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cell_dir / f".test_features.{os.getpid()}.tmp.npz"
+    np.savez_compressed(tmp, features=feats_te.numpy().astype(np.float32), labels=truth.astype(np.int64),
+                        predictions=pred.astype(np.int64), indices=test_idx.astype(np.int64))
+    os.replace(tmp, cell_dir / "test_features.npz")
+
+    result: dict[str, Any] = {
+        "cell": cell.id, "dataset": cell.dataset, "task": data.task, "init": init.init, "strategy": str(strategy),
+        "label_fraction": cell.label_fraction, "n_train": int(len(train_idx)), "seed": cell.seed, "status": "completed",
+        **metrics,
+        "class_names": list(data.class_names), "lineage": init.lineage,
+        "best_epoch": best_epoch, "val_accuracy": None if val_acc is None or val_acc < 0 else float(val_acc),
+        "test_accuracy_ci": bootstrap_ci((pred == truth).astype(np.float64), seed=cell.seed),
+        "probe": probe, "n_val": int(len(val_idx)), "n_test": int(len(test_idx)),
+        "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+        "backbone": init.name, "time_s": round(time.perf_counter() - t0, 3), "error": None, **extra,
+    }
+    return result

@@ -1,0 +1,373 @@
+"""The trainer's top level: read a run directory, pretrain, fine-tune every cell, write the results back.
+
+``python -m bttui.train RUN_DIR [--resume]``. Everything goes through the run
+directory (docs/design.md): events.jsonl (config and command first), status.json
+(heartbeat every few seconds), summary.json after pretraining and after each cell,
+checkpoints/ and artifacts/. Exit code: 0 completed, 1 failed, 128 + signal number
+when stopped by SIGTERM/SIGINT (the run is then resumable with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bttui.errors import BttuiError
+
+HEARTBEAT_PERIOD_S = 2.0  # the heartbeat thread wakes this often ...
+HEARTBEAT_MIN_INTERVAL_S = 5.0  # ... and stamps status.json when the last write is older than this
+PROGRESS_MIN_INTERVAL_S = 1.0  # progress updates from the loops are coalesced to one write per second
+ON_FINISH_TIMEOUT_S = 300
+
+
+class Runner:
+    """One trainer process working on one run directory."""
+
+    def __init__(self, run_dir: str | os.PathLike, resume: bool = False) -> None:
+        from bttui.runs.layout import RunPaths
+
+        self.paths = RunPaths(Path(run_dir).resolve())
+        self.resume = resume
+        self.stop_signal: int | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: dict[str, Any] = {}
+        self._last_write = 0.0
+        self._done = threading.Event()
+        self.events: Any = None
+        self.status: Any = None
+        self.cfg: Any = None
+        self.summary: dict[str, Any] = {"pretrain": None, "results": []}
+        self.cell_status: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ plumbing
+    def emit(self, type: str, **fields: Any) -> Any:
+        return self.events.write(type, **fields) if self.events is not None else None
+
+    def set_status(self, **fields: Any) -> None:
+        """Write status.json now (merging any coalesced progress)."""
+        with self._lock:
+            merged = {**self._pending, **fields}
+            self._pending = {}
+            self.status.update(**merged)
+            self._last_write = time.monotonic()
+
+    def progress(self, **fields: Any) -> None:
+        """Loop progress: coalesced to at most one status.json write per second."""
+        with self._lock:
+            self._pending.update(fields)
+            if time.monotonic() - self._last_write < PROGRESS_MIN_INTERVAL_S:
+                return
+            merged, self._pending = self._pending, {}
+            self.status.update(**merged)
+            self._last_write = time.monotonic()
+
+    def _heartbeat_loop(self) -> None:
+        while not self._done.wait(HEARTBEAT_PERIOD_S):
+            try:
+                with self._lock:
+                    if self._pending:
+                        merged, self._pending = self._pending, {}
+                        self.status.update(**merged)
+                        self._last_write = time.monotonic()
+                    else:
+                        self.status.heartbeat(min_interval=HEARTBEAT_MIN_INTERVAL_S)
+            except Exception as exc:  # a full disk must not kill training; the next beat retries
+                print(f"bttui.train: heartbeat failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        # Only a flag: the loops checkpoint at the next step boundary and return.
+        self.stop_signal = signum
+        self._stop.set()
+
+    def log(self, message: str, level: str = "info", **fields: Any) -> None:
+        print(f"[{level}] {message}", file=sys.stderr, flush=True)
+        self.emit("log", level=level, message=message, **fields)
+
+    def write_summary(self) -> None:
+        from bttui.runs.atomic import write_json_atomic
+
+        write_json_atomic(self.paths.summary, self.summary)
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> int:
+        """Run everything; never raises (failures end in status failed and exit code 1)."""
+        from bttui.runs.events import EventWriter
+        from bttui.runs.status import StatusFile
+
+        self.paths.dir.mkdir(parents=True, exist_ok=True)
+        self.events = EventWriter(self.paths.events)
+        self.status = StatusFile(self.paths)
+        previous_handlers = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous_handlers[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:
+                pass  # not the main thread: no signal handling
+        beat = threading.Thread(target=self._heartbeat_loop, name="bttui-heartbeat", daemon=True)
+        final, reason, code = "failed", None, 1
+        try:
+            self._start()
+            beat.start()
+            final, reason = self._main()
+            code = {"completed": 0, "failed": 1}.get(final, 128 + (self.stop_signal or signal.SIGTERM))
+        except BaseException as exc:  # noqa: BLE001 - every failure must end in status.json
+            reason = str(exc) if isinstance(exc, BttuiError) else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, KeyboardInterrupt):
+                final, reason, code = "stopped", "interrupted", 128 + signal.SIGINT
+            else:
+                final, code = "failed", 1
+            tb = traceback.format_exc()
+            print(tb, file=sys.stderr, flush=True)
+            try:
+                self.emit("log", level="error", message=reason, traceback=tb)
+            except Exception:
+                pass
+        finally:
+            self._done.set()
+        try:
+            self.set_status(status=final, reason=reason, ended=time.time(), stage=None)
+            self.emit("status", status=final, reason=reason)
+        except Exception as exc:
+            print(f"bttui.train: could not write the final status: {type(exc).__name__}: {exc}", file=sys.stderr)
+            code = code or 1
+        self._on_finish(final)
+        if self.events is not None:
+            self.events.close()
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+        return code
+
+    def _start(self) -> None:
+        from bttui.config.load import config_to_dict, load_config
+        from bttui.runs import liveness
+
+        fresh = not self.resume or not self.paths.events.exists() or self.paths.events.stat().st_size == 0
+        pid = os.getpid()
+        self.set_status(status="running", reason=None, pid=pid, pid_start=liveness.process_start_time(pid),
+                        host=liveness.hostname() if hasattr(liveness, "hostname") else socket.gethostname(),
+                        boot_id=liveness.boot_id(), started=time.time(), ended=None, stage=None)
+        self.cfg = load_config(self.paths.config_toml)
+        if fresh:
+            self.emit("config", config=config_to_dict(self.cfg))
+        self.emit("command", argv=list(sys.argv), cwd=os.getcwd(), pid=pid, resume=self.resume)
+        if self.resume and not fresh:
+            self.log("resuming the run")
+
+    def _main(self) -> tuple[str, str | None]:
+        import torch
+
+        from bttui.config.cells import expand_cells
+        from bttui.runs.atomic import read_json
+
+        cfg = self.cfg
+        if cfg.resources.threads > 0:
+            torch.set_num_threads(cfg.resources.threads)
+        device = self._device()
+        self.emit("log", level="info", message=f"device {device}; torch {torch.__version__}; "
+                                               f"threads {torch.get_num_threads()}")
+        self._synthesize_if_needed()
+
+        cells = expand_cells(cfg)
+        previous = read_json(self.paths.summary, default=None) if self.resume else None
+        done: dict[str, dict] = {}
+        if isinstance(previous, dict):
+            done = {r["cell"]: r for r in previous.get("results", []) if isinstance(r, dict) and r.get("status") == "completed"}
+        self.cell_status = {c.id: ("completed" if c.id in done else "pending") for c in cells}
+        self.summary = {"pretrain": previous.get("pretrain") if isinstance(previous, dict) else None,
+                        "results": [done[c.id] for c in cells if c.id in done]}
+        self.set_status(cells_total=len(cells), cells_done=len(done), cells=dict(self.cell_status))
+
+        # ---- pretraining
+        if cfg.pretrain is not None:
+            outcome = self._pretrain(device)
+            if outcome is not None:
+                return outcome
+
+        # ---- fine-tuning cells
+        data_cache: dict[tuple[str, str | None], Any] = {}
+        failures: list[str] = []
+        todo = [c for c in cells if self.cell_status[c.id] != "completed"]
+        if todo:
+            self.emit("stage_start", stage="finetune", cells=len(todo), cells_total=len(cells))
+        for cell in todo:
+            if self.should_stop():
+                return "stopped", self._stop_reason()
+            outcome = self._cell(cell, device, data_cache)
+            if outcome == "stopped":
+                return "stopped", self._stop_reason()
+            if outcome != "completed":
+                failures.append(outcome)
+        if todo:
+            self.emit("stage_end", stage="finetune", failed=len(failures), completed=len(todo) - len(failures))
+        if todo and len(failures) == len(todo) and not done:
+            return "failed", f"every cell failed (first error: {failures[0]})"
+        return "completed", None
+
+    def _device(self) -> Any:
+        import torch
+
+        want = self.cfg.resources.device
+        if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
+            return torch.device("cpu")
+        if not torch.cuda.is_available():
+            raise BttuiError("resources.device = \"cuda\" but torch sees no CUDA GPU on this machine "
+                             f"(torch {torch.__version__}); use device = \"auto\" or \"cpu\".")
+        return torch.device("cuda")
+
+    def _needed_datasets(self) -> list[str]:
+        cfg = self.cfg
+        ids = list(cfg.pretrain.datasets) if cfg.pretrain is not None else []
+        ids += list(cfg.finetune.datasets) if cfg.finetune is not None else []
+        return list(dict.fromkeys(ids))
+
+    def _synthesize_if_needed(self) -> None:
+        cfg = self.cfg
+        if not cfg.data.synthesize:
+            return
+        root = Path(cfg.data.root)
+        missing = [d for d in self._needed_datasets() if not (root / d).exists()]
+        if not missing:
+            return
+        from bttui.data.synth import synthesize
+
+        self.log(f"synthesizing {', '.join(missing)} into {root} ({cfg.data.synth_per_class} per class, "
+                 f"{cfg.data.image_size} px)")
+        for ds in missing:
+            try:
+                synthesize(root, datasets=[ds], per_class=cfg.data.synth_per_class, image_size=cfg.data.image_size)
+            except BttuiError:
+                # Another run synthesised it concurrently (synthesize renames atomically and refuses to overwrite).
+                if not (root / ds).exists():
+                    raise
+
+    def _stop_reason(self) -> str:
+        name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal"
+        return f"stopped by {name}; resume with --resume"
+
+    def _cache_dir(self) -> Path:
+        return self.paths.dir.parent / "cache"
+
+    def _pretrain(self, device: Any) -> tuple[str, str | None] | None:
+        from bttui.train.pretrain import FINAL_NAME, load_pretrain_data, run_pretraining
+
+        cfg = self.cfg
+        prev = self.summary.get("pretrain")
+        if (self.resume and isinstance(prev, dict) and prev.get("status") == "completed"
+                and (self.paths.checkpoints / FINAL_NAME).is_file()):
+            self.log("pretraining already completed; skipping it")
+            return None
+        self.set_status(stage="pretrain", cell=None, epoch=0, epochs=cfg.pretrain.epochs, step=0)
+        data = load_pretrain_data(cfg, cache_dir=self._cache_dir())
+        result = run_pretraining(cfg, data, self.paths.checkpoints, device=device, emit=self.emit,
+                                 progress=self.progress, should_stop=self.should_stop, resume=self.resume,
+                                 log=self.log)
+        self.summary["pretrain"] = result.summary()
+        self.write_summary()
+        self.set_status(epoch=result.epochs, step=result.steps, loss=result.final_loss)
+        if result.status == "failed":
+            return "failed", f"pretraining failed: {result.reason}"
+        if result.status == "stopped":
+            return "stopped", self._stop_reason()
+        return None
+
+    def _resolve_run(self, ref: str) -> tuple[str, Path]:
+        from bttui.runs.store import Store
+
+        record = Store(self.paths.dir.parent).resolve(ref)
+        return record.id, Path(record.paths.dir)
+
+    def _cell(self, cell: Any, device: Any, data_cache: dict) -> str:
+        """Run one cell; returns "completed", "stopped" or the error text."""
+        from bttui.train.data import load_dataset
+        from bttui.train.finetune import CellStopped, run_cell
+
+        cfg = self.cfg
+        self.cell_status[cell.id] = "running"
+        self.set_status(stage="finetune", cell=cell.id, epoch=0, epochs=cfg.finetune.epochs, step=None, steps=None,
+                        best_accuracy=None, cells=dict(self.cell_status))
+        self.emit("cell_start", stage="finetune", cell=cell.id, dataset=cell.dataset, init=cell.init,
+                  strategy=cell.strategy, label_fraction=cell.label_fraction, seed=cell.seed)
+        try:
+            key = (cell.dataset, cell.task)
+            if key not in data_cache:
+                data_cache[key] = load_dataset(cfg.data.root, cell.dataset, task=cell.task,
+                                               image_size=cfg.data.image_size, split_policy=cfg.data.split_policy,
+                                               grayscale=cfg.data.grayscale, cache_dir=self._cache_dir())
+            result = run_cell(cfg, cell, data_cache[key], device=device, run_dir=self.paths.dir, emit=self.emit,
+                              progress=self.progress, should_stop=self.should_stop, resolve_run=self._resolve_run)
+        except CellStopped:
+            self.cell_status[cell.id] = "pending"  # rerun from scratch on resume
+            self.set_status(cells=dict(self.cell_status))
+            self.emit("log", level="info", cell=cell.id, message=f"cell {cell.id} interrupted; it reruns on resume")
+            return "stopped"
+        except Exception as exc:  # one failed cell never stops the others
+            error = str(exc) if isinstance(exc, BttuiError) else f"{type(exc).__name__}: {exc}"
+            tb = traceback.format_exc()
+            print(tb, file=sys.stderr, flush=True)
+            self.emit("log", level="error", cell=cell.id, message=f"cell {cell.id} failed: {error}", traceback=tb)
+            result = failed_result(cell, error)
+        self._record(cell, result)
+        return "completed" if result["status"] == "completed" else result["error"]
+
+    def _record(self, cell: Any, result: dict) -> None:
+        order = {c: i for i, c in enumerate(self.cell_status)}
+        results = [r for r in self.summary["results"] if r.get("cell") != cell.id] + [result]
+        results.sort(key=lambda r: order.get(r.get("cell"), len(order)))
+        self.summary["results"] = results
+        self.write_summary()
+        self.cell_status[cell.id] = result["status"]
+        self.emit("cell_end", stage="finetune", cell=cell.id, result=result)
+        done = sum(1 for s in self.cell_status.values() if s in ("completed", "failed"))
+        best = result.get("test_accuracy")
+        self.set_status(cells=dict(self.cell_status), cells_done=done, best_accuracy=result.get("val_accuracy"),
+                        last_test_accuracy=best)
+
+    def _on_finish(self, final: str) -> None:
+        command = getattr(self.cfg, "on_finish", None) if self.cfg is not None else None
+        if not command:
+            return
+        env = {**os.environ, "BTTUI_RUN_ID": self.paths.dir.name, "BTTUI_STATUS": final,
+               "BTTUI_RUN_DIR": str(self.paths.dir)}
+        try:
+            proc = subprocess.run(command, shell=True, env=env, timeout=ON_FINISH_TIMEOUT_S, check=False)
+            if proc.returncode != 0:
+                print(f"bttui.train: on_finish exited with {proc.returncode}", file=sys.stderr)
+        except Exception as exc:
+            print(f"bttui.train: on_finish failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def failed_result(cell: Any, error: str) -> dict[str, Any]:
+    """The result item of a cell that raised."""
+    return {"cell": cell.id, "dataset": cell.dataset, "task": cell.task, "init": cell.init, "strategy": cell.strategy,
+            "label_fraction": cell.label_fraction, "n_train": None, "seed": cell.seed, "status": "failed",
+            "test_accuracy": None, "per_class_accuracy": None, "confusion_matrix": None, "class_names": None,
+            "lineage": {"backbone_from": None}, "best_epoch": None, "val_accuracy": None, "balanced_accuracy": None,
+            "macro_f1": None, "test_accuracy_ci": None, "probe": None, "error": error}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m bttui.train RUN_DIR [--resume]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bttui.train",
+                                     description="Run the training described by a bttui run directory.")
+    parser.add_argument("run_dir", help="run directory holding config.toml")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint and skip completed cells")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.toml").is_file():
+        print(f"bttui.train: {run_dir} is not a run directory (no config.toml in it)", file=sys.stderr)
+        return 2
+    return Runner(run_dir, resume=args.resume).run()

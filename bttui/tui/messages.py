@@ -1,0 +1,43 @@
+"""Messages worker threads post to the UI thread, each named as a past fact."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from textual.message import Message
+
+from bttui.gpus import GpuSample
+from bttui.tui.sources import RunRow
+
+
+@dataclass
+class RunsRefreshed(Message):
+    """The store was re-read: every run row, and the GPUs sampled in the same pass."""
+
+    rows: list[RunRow]
+    gpus: list[GpuSample]
+    gpus_available: bool
+
+
+@dataclass
+class EventsAppended(Message):
+    """New complete lines of one run's events.jsonl, plus its status and log tail at that moment.
+
+    Batched (everything since the last poll), so it is never replaced.
+    """
+
+    run_id: str
+    events: list[dict]
+    offset: int
+    torn: int = 0
+    run: RunRow | None = None
+    log_lines: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SummaryLoaded(Message):
+    """A run's summary.json was read (None when absent)."""
+
+    run_id: str
+    run: RunRow | None
+    summary: dict | None

@@ -1,0 +1,1 @@
+"""The screens of the bttui TUI: runs (home), run detail, results, help."""

@@ -1,0 +1,381 @@
+"""The live run dashboard: header, loss chart, throughput, Barlow Twins health, log tail, cells."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual.worker import get_current_worker
+
+from bttui.tui.messages import EventsAppended
+from bttui.tui.sources import RunRow
+from bttui.tui.widgets.formatting import (
+    clean, fmt_accuracy, fmt_duration, fmt_loss, fmt_rate, literal, short_time, status_text,
+)
+from bttui.tui.widgets.heatmap import xcorr_heatmap
+from bttui.tui.widgets.loss_chart import LossChart
+
+# Bounded histories: a 1000-epoch run logs ~10^5 steps; the chart thins to 300 points anyway.
+MAX_STEPS_KEPT = 20_000
+LOG_LINES_SHOWN = 6
+
+# Health keys accepted in `epoch`/`health`/`step` events (first present wins).
+HEALTH_KEYS = {
+    "emb_std": ("emb_std", "embedding_std", "std"),
+    "effective_rank": ("effective_rank", "eff_rank", "rank"),
+    "knn_accuracy": ("knn_accuracy", "knn_acc", "probe_accuracy"),
+    "cross_correlation": ("cross_correlation", "xcorr", "cc_matrix"),
+}
+
+
+def _first(ev: dict, names: tuple[str, ...]) -> Any:
+    for n in names:
+        if ev.get(n) is not None:
+            return ev[n]
+    return None
+
+
+class LiveState:
+    """Everything the dashboard shows, folded from events (UI thread only; plain data)."""
+
+    def __init__(self) -> None:
+        self.steps: list[float] = []
+        self.loss: list[float] = []
+        self.on_diag: list[float] = []
+        self.off_diag: list[float] = []
+        self.epoch_x: list[float] = []
+        self.epoch_loss: list[float] = []
+        self.last_step: dict = {}
+        self.health: dict[str, Any] = {}
+        self.health_history: dict[str, list[float]] = {"emb_std": [], "effective_rank": [], "knn_accuracy": []}
+        self.rank_dim: int | None = None
+        self.cell_results: dict[str, dict] = {}
+        self.cell_epochs: dict[str, dict] = {}
+        self.cell_order: list[str] = []
+        self.messages: list[str] = []
+        self.torn = 0
+        self.n_events = 0
+
+    def feed(self, events: list[dict]) -> None:
+        for ev in events:
+            self.n_events += 1
+            kind = ev.get("type")
+            if kind == "step":
+                if ev.get("loss") is not None:
+                    self.steps.append(float(ev.get("step") or len(self.steps)))
+                    self.loss.append(float(ev["loss"]))
+                    self.on_diag.append(float(ev.get("on_diag") or 0.0))
+                    self.off_diag.append(float(ev.get("off_diag") or 0.0))
+                self.last_step = ev
+            elif kind == "epoch" and ev.get("loss") is not None and ev.get("stage", "pretrain") == "pretrain":
+                self.epoch_x.append(float(ev.get("epoch") or len(self.epoch_x) + 1))
+                self.epoch_loss.append(float(ev["loss"]))
+            elif kind == "cell_start" and ev.get("cell"):
+                if ev["cell"] not in self.cell_order:
+                    self.cell_order.append(ev["cell"])
+            elif kind == "cell_epoch" and ev.get("cell"):
+                self.cell_epochs[ev["cell"]] = ev
+            elif kind == "cell_end" and ev.get("cell"):
+                result = ev.get("result") if isinstance(ev.get("result"), dict) else ev
+                self.cell_results[ev["cell"]] = result
+                if ev["cell"] not in self.cell_order:
+                    self.cell_order.append(ev["cell"])
+            elif kind == "log" and ev.get("message") is not None:
+                self.messages.append(str(ev["message"]))
+            if kind in ("epoch", "health", "step"):
+                for key, names in HEALTH_KEYS.items():
+                    value = _first(ev, names)
+                    if value is not None:
+                        self.health[key] = value
+                        if key in self.health_history and isinstance(value, (int, float)):
+                            self.health_history[key].append(float(value))
+                if ev.get("rank_dim") is not None:
+                    self.rank_dim = int(ev["rank_dim"])
+        if len(self.steps) > MAX_STEPS_KEPT:
+            cut = len(self.steps) - MAX_STEPS_KEPT
+            for series in (self.steps, self.loss, self.on_diag, self.off_diag):
+                del series[:cut]
+        del self.messages[:-50]
+
+    def chart_series(self) -> tuple[dict[str, tuple[list[float], list[float]]], str]:
+        if self.steps:
+            return {"total": (self.steps, self.loss), "on-diag": (self.steps, self.on_diag),
+                    "off-diag·λ": (self.steps, self.off_diag)}, "step"
+        if self.epoch_x:
+            return {"total": (self.epoch_x, self.epoch_loss)}, "epoch"
+        return {}, "step"
+
+
+def sparkline(values: list[float], width: int = 12) -> str:
+    if len(values) < 2:
+        return ""
+    vals = values[-width:]
+    lo, hi = min(vals), max(vals)
+    ticks = "▁▂▃▄▅▆▇█"
+    if hi == lo:
+        return ticks[3] * len(vals)
+    return "".join(ticks[int((v - lo) / (hi - lo) * (len(ticks) - 1))] for v in vals)
+
+
+def eta_seconds(row: RunRow, now: float) -> float | None:
+    """Remaining time from progress so far (steps when known, else epochs)."""
+    if row.status != "running" or not row.started:
+        return None
+    elapsed = now - row.started
+    for done, total in ((row.step, row.steps), (row.epoch, row.epochs)):
+        if done and total and done > 0 and elapsed > 0:
+            return elapsed / done * max(0, total - done)
+    return None
+
+
+class _Tailer:
+    """Byte offset into events.jsonl; a lock makes polls strictly sequential across worker threads."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.lock = threading.Lock()
+        self.last_log: list[str] | None = None
+        self.last_row: RunRow | None = None
+
+
+class RunDetailScreen(Screen[None]):
+    """Follows one run: polls its events incrementally every ``app.follow_interval`` seconds."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("l", "toggle_log", "Log scale"),
+        Binding("r", "results", "Results"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+    HELP = [("esc", "back to the runs"), ("l", "toggle log scale of the loss chart"),
+            ("r", "results: cells, confusion matrices"), ("↑/↓ pgup/pgdn", "scroll"),
+            ("?", "this help"), ("q", "quit (the run keeps going)")]
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.state = LiveState()
+        self.row: RunRow | None = None
+        self.log_lines: list[str] = []
+        self._tailer = _Tailer()
+        self._cells_key: tuple | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="detail-header")
+        with VerticalScroll(id="detail-body"):
+            with Horizontal(id="detail-top"):
+                chart = LossChart(id="loss-chart")
+                yield chart
+                numbers = Static(id="numbers")
+                numbers.border_title = "Throughput"
+                yield numbers
+            with Horizontal(id="detail-health"):
+                health = Static(id="health")
+                health.border_title = "Health"
+                yield health
+                xcorr = Static(id="xcorr")
+                xcorr.border_title = "Cross-correlation"
+                yield xcorr
+            log = Static(id="log")
+            log.border_title = "Log"
+            yield log
+            cells = DataTable(id="cells", cursor_type="row")
+            cells.border_title = "Cells"
+            yield cells
+        yield Footer()
+
+    def on_mount(self) -> None:
+        cells = self.query_one("#cells", DataTable)
+        cells.add_column("Cell", key="cell")
+        cells.add_column("Status", key="status")
+        cells.add_column("Epoch", key="epoch")
+        cells.add_column("Accuracy", key="acc")
+        self.row = self.app.source.get_run(self.run_id)
+        self.render_all()
+        self.poll()
+        self.set_interval(self.app.follow_interval, self.poll)
+
+    # ---------------------------------------------------------------- worker
+    @work(thread=True, exclusive=True, group="tail")
+    def poll(self) -> None:
+        """Read what was appended since the last poll; post only when something changed."""
+        worker = get_current_worker()
+        source = self.app.source
+        t = self._tailer
+        with t.lock:
+            if worker.is_cancelled:
+                return
+            events: list[dict] = []
+            torn = 0
+            # A long backlog (opening a finished run) is read in chunks so cancellation stays prompt.
+            while not worker.is_cancelled:
+                chunk = source.read_events(self.run_id, t.offset)
+                if chunk.offset == t.offset:
+                    break
+                events.extend(chunk.events)
+                torn += chunk.torn
+                t.offset = chunk.offset
+                if len(events) > 50_000:
+                    break
+            row = source.get_run(self.run_id)
+            log = source.read_log_tail(self.run_id, 40)
+            if not events and log == t.last_log and row == t.last_row:
+                return
+            t.last_log, t.last_row = log, row
+            # Posted under the lock so messages arrive in offset order.
+            self.post_message(EventsAppended(self.run_id, events, t.offset, torn, row, log))
+
+    def on_events_appended(self, message: EventsAppended) -> None:
+        if message.run_id != self.run_id:
+            return
+        if message.run is not None:
+            self.row = message.run
+        self.log_lines = message.log_lines
+        self.state.torn += message.torn
+        self.state.feed(message.events)
+        self.render_all(chart=bool(message.events))
+
+    # ---------------------------------------------------------------- rendering
+    def render_all(self, chart: bool = True) -> None:
+        self.render_header()
+        if chart:
+            series, x_label = self.state.chart_series()
+            self.query_one(LossChart).set_series(series, x_label)
+        self.render_numbers()
+        self.render_health()
+        self.render_log()
+        self.render_cells()
+
+    def render_header(self) -> None:
+        row = self.row
+        header = Text(" ")
+        if row is None:
+            header.append(literal(self.run_id, "bold"))
+            header.append("  run not found", style="red")
+            self.query_one("#detail-header", Static).update(header)
+            return
+        clock = self.app.clock
+        now = clock.now()
+        header.append(literal(row.name, "bold"))
+        header.append("  ")
+        header.append(status_text(row.status, row.reason))
+        header.append(f"  {clean(row.stage or '-', single_line=True)}")
+        if row.epoch is not None:
+            header.append(f"  epoch {row.epoch}/{row.epochs or '?'}")
+        if row.step is not None:
+            header.append(f"  step {row.step:,}" + (f"/{row.steps:,}" if row.steps else ""))
+        if row.cells_total and row.stage == "finetune":
+            header.append(f"  cells {row.cells_done or 0}/{row.cells_total}")
+        eta = eta_seconds(row, now)
+        if eta is not None:
+            header.append(f"  ETA {fmt_duration(eta)}")
+        started = row.started or row.created
+        header.append(f"\n {clean(row.id)}  started {short_time(started, clock, now)}", style="dim")
+        if started:
+            end = row.ended or (now if row.status == "running" else row.heartbeat)
+            if end:
+                header.append(f"  elapsed {fmt_duration(end - started)}", style="dim")
+        self.query_one("#detail-header", Static).update(header)
+
+    def render_numbers(self) -> None:
+        ev = self.state.last_step
+        t = Table.grid(padding=(0, 1))
+        t.add_column(style="dim", no_wrap=True)
+        t.add_column(justify="right", no_wrap=True)
+        loss = ev.get("loss", self.row.loss if self.row else None)
+        t.add_row("loss", fmt_loss(loss))
+        t.add_row("on-diag", fmt_loss(ev.get("on_diag")))
+        t.add_row("off-diag·λ", fmt_loss(ev.get("off_diag")))
+        t.add_row("img/s", fmt_rate(ev.get("images_per_s"), unit="").strip())
+        wait = ev.get("data_wait")
+        t.add_row("data wait", f"{100 * float(wait):.0f}%" if isinstance(wait, (int, float)) else "n/a")
+        lr = ev.get("lr")
+        t.add_row("lr", f"{float(lr):.4g}" if isinstance(lr, (int, float)) else "n/a")
+        self.query_one("#numbers", Static).update(t)
+
+    def render_health(self) -> None:
+        h = self.state.health
+        hist = self.state.health_history
+        t = Table.grid(padding=(0, 1))
+        t.add_column(style="dim", no_wrap=True)
+        t.add_column(justify="right", no_wrap=True)
+        t.add_column(no_wrap=True)
+        std = h.get("emb_std")
+        t.add_row("emb std", f"{float(std):.3g}" if isinstance(std, (int, float)) else "n/a",
+                  sparkline(hist["emb_std"]))
+        rank = h.get("effective_rank")
+        if isinstance(rank, (int, float)):
+            rank_s = f"{rank:,.0f}" + (f"/{self.state.rank_dim:,}" if self.state.rank_dim else "")
+        else:
+            rank_s = "n/a"
+        t.add_row("eff. rank", rank_s, sparkline(hist["effective_rank"]))
+        t.add_row("kNN acc", fmt_accuracy(h.get("knn_accuracy")) if h.get("knn_accuracy") is not None else "n/a",
+                  sparkline(hist["knn_accuracy"]))
+        self.query_one("#health", Static).update(t)
+        matrix = h.get("cross_correlation")
+        ok = isinstance(matrix, list) and matrix and all(isinstance(r, list) for r in matrix)
+        self.query_one("#xcorr", Static).update(xcorr_heatmap(matrix if ok else None, max_size=12))
+
+    def render_log(self) -> None:
+        lines = self.log_lines[-LOG_LINES_SHOWN:] or self.state.messages[-LOG_LINES_SHOWN:]
+        text = Text(no_wrap=True, overflow="ellipsis")
+        if not lines:
+            text.append("no log yet", style="dim")
+        for i, line in enumerate(lines):
+            if i:
+                text.append("\n")
+            text.append(clean(line, single_line=True))
+        self.query_one("#log", Static).update(text)
+
+    def render_cells(self) -> None:
+        row = self.row
+        statuses = dict(row.cells) if row else {}
+        order = list(statuses) + [c for c in self.state.cell_order if c not in statuses]
+        data = []
+        for cell in order:
+            result = self.state.cell_results.get(cell, {})
+            status = statuses.get(cell) or result.get("status") or ("running" if cell == (row and row.cell) else "pending")
+            ep = self.state.cell_epochs.get(cell, {}).get("epoch")
+            acc = result.get("test_accuracy")
+            data.append((cell, status, "-" if ep is None else str(ep), fmt_accuracy(acc)))
+        key = tuple(data)
+        if key == self._cells_key:
+            return
+        self._cells_key = key
+        table = self.query_one("#cells", DataTable)
+        table.clear()
+        for cell, status, ep, acc in data:
+            table.add_row(literal(cell), status_text(status), Text(ep, justify="right"), Text(acc, justify="right"),
+                          key=cell)
+        table.display = bool(data)
+
+    # ---------------------------------------------------------------- actions
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_toggle_log(self) -> None:
+        chart = self.query_one(LossChart)
+        chart.log_scale = not chart.log_scale
+
+    def action_results(self) -> None:
+        from bttui.tui.screens.results import ResultsScreen
+
+        self.app.push_screen(ResultsScreen(self.run_id))
+
+    def action_help(self) -> None:
+        from bttui.tui.screens.help import HelpScreen
+
+        self.app.push_screen(HelpScreen("run", self.HELP))
+
+    @on(DataTable.RowSelected, "#cells")
+    def cell_selected(self, _event: DataTable.RowSelected) -> None:
+        self.action_results()

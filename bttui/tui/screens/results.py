@@ -1,0 +1,158 @@
+"""Results of a run: the cells table, the selected cell's confusion matrix and per-class accuracy bars."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from bttui.render.confusion import confusion_table
+from bttui.tui.messages import SummaryLoaded
+from bttui.tui.sources import RunRow
+from bttui.tui.widgets.formatting import clean, fmt_accuracy, fmt_ci, fmt_fraction, literal, status_text
+from bttui.tui.widgets.heatmap import per_class_bars
+
+
+def _init_label(init: str | None) -> str:
+    return {"barlow_twins": "BT", "imagenet": "ImageNet", "random": "random"}.get(init or "", init or "-")
+
+
+class ResultsScreen(Screen[None]):
+    """Reads summary.json in a worker; highlighting a cell shows its confusion matrix."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("m", "toggle_normalize", "Counts/%"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+    HELP = [("↑/↓", "pick a cell"), ("m", "confusion matrix: row % or counts"), ("esc", "back"),
+            ("?", "this help"), ("q", "quit")]
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.row: RunRow | None = None
+        self.results: list[dict] = []
+        self.normalize = True
+        self.current: dict | None = None
+        self.loaded = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="results-header")
+        with Horizontal(id="results-body"):
+            table = DataTable(id="result-cells", cursor_type="row")
+            table.border_title = "Cells"
+            yield table
+            with VerticalScroll(id="results-side"):
+                yield Static(id="confusion")
+                yield Static(id="per-class")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#result-cells", DataTable)
+        for key, label in (("init", "Init"), ("strategy", "Strategy"), ("fraction", "Frac"), ("acc", "Acc"),
+                           ("ci", "95% CI"), ("n", "n train")):
+            table.add_column(label, key=key)
+        self.query_one("#confusion", Static).update(Text("loading…", style="dim"))
+        self.load()
+        table.focus()
+
+    @work(thread=True, exclusive=True, group="summary")
+    def load(self) -> None:
+        source = self.app.source
+        self.post_message(SummaryLoaded(self.run_id, source.get_run(self.run_id), source.read_summary(self.run_id)))
+
+    def on_summary_loaded(self, message: SummaryLoaded) -> None:
+        self.row = message.run
+        results = (message.summary or {}).get("results") or []
+        self.results = [r for r in results if isinstance(r, dict)]
+        self.loaded = True
+        self.render_header()
+        table = self.query_one("#result-cells", DataTable)
+        table.clear()
+        for i, r in enumerate(self.results):
+            status = r.get("status") or "completed"
+            acc = fmt_accuracy(r.get("test_accuracy")) if status == "completed" else status_text(status)
+            table.add_row(literal(_init_label(r.get("init"))), literal(r.get("strategy") or "-"),
+                          Text(fmt_fraction(r.get("label_fraction")), justify="right"),
+                          Text(acc, justify="right") if isinstance(acc, str) else acc,
+                          Text(fmt_ci(r.get("test_accuracy_ci")) or "-", justify="right"),
+                          Text(str(r.get("n_train", "-")), justify="right"), key=str(i))
+        if self.results:
+            table.move_cursor(row=0, animate=False)
+            self.show_cell(0)
+        else:
+            self.current = None
+            self.query_one("#confusion", Static).update(
+                Text("no results yet: fine-tuning cells write them when they finish", style="dim"))
+            self.query_one("#per-class", Static).update("")
+
+    def render_header(self) -> None:
+        row = self.row
+        header = Text(" ")
+        header.append(literal(row.name if row else self.run_id, "bold"))
+        if row is not None:
+            header.append("  ")
+            header.append(status_text(row.status, row.reason))
+        first = self.results[0] if self.results else {}
+        if first:
+            n_classes = len(first.get("class_names") or [])
+            header.append("   task: ")
+            header.append(literal(first.get("task") or "-"))
+            header.append(f" ({n_classes} classes)")
+            cm = first.get("confusion_matrix")
+            if isinstance(cm, list):
+                header.append(f"   test n={sum(sum(r) for r in cm if isinstance(r, list))}")
+        self.query_one("#results-header", Static).update(header)
+
+    @on(DataTable.RowHighlighted, "#result-cells")
+    def cell_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value is not None:
+            self.show_cell(int(event.row_key.value))
+
+    def show_cell(self, index: int) -> None:
+        if not 0 <= index < len(self.results):
+            return
+        self.current = self.results[index]
+        self.render_confusion()
+
+    def render_confusion(self) -> None:
+        r = self.current
+        conf = self.query_one("#confusion", Static)
+        bars = self.query_one("#per-class", Static)
+        if r is None:
+            return
+        title = f"{_init_label(r.get('init'))} / {r.get('strategy') or '-'} / {fmt_fraction(r.get('label_fraction'))}"
+        cm = r.get("confusion_matrix")
+        names = r.get("class_names") or []
+        if isinstance(cm, list) and cm:
+            width = max(30, self.query_one("#results-side").size.width - 2)
+            try:
+                conf.update(confusion_table(cm, names, normalize=self.normalize, title=title, width=width))
+            except ValueError as exc:
+                conf.update(Text(f"confusion matrix unreadable: {clean(exc)}", style="red"))
+        else:
+            conf.update(Text(f"{clean(title)}: no confusion matrix", style="dim"))
+        per_class = r.get("per_class_accuracy")
+        if not per_class and isinstance(cm, list) and cm:
+            per_class = [row[i] / sum(row) if sum(row) else 0.0 for i, row in enumerate(cm)]
+        bars_text = Text("Per-class accuracy\n", style="bold")
+        bars_text.append(per_class_bars(names or [str(i) for i in range(len(per_class or []))], per_class or []))
+        bars.update(bars_text)
+
+    def action_toggle_normalize(self) -> None:
+        self.normalize = not self.normalize
+        self.render_confusion()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_help(self) -> None:
+        from bttui.tui.screens.help import HelpScreen
+
+        self.app.push_screen(HelpScreen("results", self.HELP))

@@ -1,0 +1,1 @@
+"""Widgets and Rich renderings used by the bttui screens."""

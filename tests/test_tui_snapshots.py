@@ -1,0 +1,65 @@
+"""Snapshot tests of every TUI screen at 80x24 and 120x36, with a frozen clock and a fixed store."""
+
+from __future__ import annotations
+
+import pytest
+
+from bttui.gpus import GIB, FakeGpuSampler, GpuSample
+from bttui.tui.app import BttuiApp
+from bttui.tui.sources import SAMPLE_NOW, FakeClock, StoreSource, write_sample_store
+
+SIZES = [(80, 24), (120, 36)]
+
+
+@pytest.fixture
+def app(tmp_path):
+    store = write_sample_store(tmp_path / "runs")
+    clock = FakeClock(SAMPLE_NOW)
+    gpus = FakeGpuSampler([GpuSample(0, "H100", 38 * GIB, 80 * GIB, 97, ((1, 9 * GIB),)),
+                           GpuSample(1, "H100", 0, 80 * GIB, 0, ())])
+    # The label hides tmp_path; long intervals keep timers from firing during a snapshot.
+    return BttuiApp(StoreSource(store, clock=clock, label="~/runs"), clock, gpus,
+                    refresh_interval=3600.0, follow_interval=3600.0)
+
+
+def steps(*keys: str):
+    async def run_before(pilot) -> None:
+        app = pilot.app
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        for key in keys:
+            await pilot.press(key)
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_runs_screen(snap_compare, app, size):
+    assert snap_compare(app, terminal_size=size, run_before=steps())
+
+
+def test_runs_filtered(snap_compare, app):
+    assert snap_compare(app, terminal_size=(80, 24), run_before=steps("slash", "c", "r", "c", "enter"))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_run_detail(snap_compare, app, size):
+    assert snap_compare(app, terminal_size=size, run_before=steps("down", "enter"))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_results(snap_compare, app, size):
+    assert snap_compare(app, terminal_size=size, run_before=steps("down", "down", "down", "enter", "r", "down"))
+
+
+def test_results_counts(snap_compare, app):
+    assert snap_compare(app, terminal_size=(120, 36),
+                        run_before=steps("down", "down", "down", "enter", "r", "m"))
+
+
+def test_help(snap_compare, app):
+    assert snap_compare(app, terminal_size=(80, 24), run_before=steps("question_mark"))
