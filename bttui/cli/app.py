@@ -318,3 +318,9 @@ def config_show_command(
     from bttui.render.tables import config_sources_table
 
     console().print(config_sources_table(config_items(cfg, sources), title=str(config)))
+
+
+# ----------------------------------------------------------------- more command modules
+# Each module defines `register(app, groups)` (groups: the sub-apps by name) and keeps its
+# module-level imports as light as this file's. One line per module, in this block only.
+GROUPS = {"data": data_app, "index": index_app, "config": config_app}
