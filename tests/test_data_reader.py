@@ -134,6 +134,6 @@ def test_check_info_semantics(root, tmp_path):
     info = info.replace("MULTICLASS", "MULTICLASS_CLASSIFICATION")
     (b / "organs_axial" / "info.yaml").write_text(info)
     assert any("missing label file" in p for p in reader.check(b))
-    assert reader.check(tmp_path / "absent")[0].endswith("does not exist or is not a directory.")
+    assert "does not exist or is not a directory. Fix:" in reader.check(tmp_path / "absent")[0]
     (b / "organs_axial" / "images.hdf5").unlink()
     assert any("images.hdf5: missing" in p for p in reader.check(b))

@@ -223,10 +223,218 @@ def test_broken_neighbour_gives_clear_error(root, tmp_path):
         tdata.load_dataset(r, "organs_axial", image_size=SIZE)
 
 
-def test_label_count_mismatch_is_a_clear_error(root, tmp_path):
-    r = tmp_path / "mm"
+# ---------------------------------------------------------------------------------------------
+# validation: each error on a deliberately broken copy of generated data
+
+
+def _h5_rewrite(path, data):
+    path.unlink()
+    with h5py.File(path, "w") as f:
+        f.create_dataset("images", data=data)
+
+
+def _break(kind, d):
+    """Damage dataset directory ``d`` (a copy of organs_axial, 66 images, 11 classes) in one way."""
+    lab_path = d / "task_labels" / "organ label.npy"
+    h5 = d / "images.hdf5"
+    if kind == "info_missing":
+        (d / "info.yaml").unlink()
+    elif kind == "info_malformed":
+        (d / "info.yaml").write_text("id: organs_axial\ntasks: [unclosed\n")
+    elif kind == "info_no_tasks":
+        text = (d / "info.yaml").read_text()
+        (d / "info.yaml").write_text(text[: text.index("tasks:")])
+    elif kind == "h5_missing":
+        h5.unlink()
+    elif kind == "h5_unreadable":
+        h5.write_bytes(b"this is not an HDF5 file" * 10)
+    elif kind == "h5_truncated":
+        data = h5.read_bytes()
+        h5.write_bytes(data[: len(data) // 3])
+    elif kind == "h5_shape":
+        with h5py.File(h5, "r") as f:
+            x = f["images"][:]
+        _h5_rewrite(h5, np.repeat(x[..., None], 4, axis=-1))
+    elif kind == "h5_dtype":
+        with h5py.File(h5, "r") as f:
+            x = f["images"][:]
+        _h5_rewrite(h5, x.astype(np.float32) / 255)
+    elif kind == "count_mismatch":
+        np.save(lab_path, np.load(lab_path)[:-1])
+    elif kind == "label_range":
+        lab = np.load(lab_path)
+        lab[3] = 11
+        np.save(lab_path, lab)
+    elif kind == "split_oob":
+        with open(d / "splits" / "train.txt", "a") as fh:
+            fh.write("images/000500.tiff\n")
+    elif kind == "split_empty":
+        (d / "splits" / "val.txt").write_text("")
+    elif kind == "split_missing":
+        (d / "splits" / "test.txt").unlink()
+    elif kind == "split_garbage":
+        (d / "splits" / "train.txt").write_text("images/abc.tiff\n")
+    else:
+        raise AssertionError(kind)
+
+
+# kind -> (file named in the message, fragment saying what is wrong)
+BROKEN = {
+    "info_missing": ("organs_axial/info.yaml", "not found"),
+    "info_malformed": ("organs_axial/info.yaml", "Cannot read"),
+    "info_no_tasks": ("organs_axial/info.yaml", "key 'tasks' is missing"),
+    "h5_missing": ("organs_axial/images.hdf5", "missing"),
+    "h5_unreadable": ("organs_axial/images.hdf5", "unreadable HDF5 file"),
+    "h5_truncated": ("organs_axial/images.hdf5", "unreadable"),
+    "h5_shape": ("organs_axial/images.hdf5", "has shape (66, 32, 32, 4)"),
+    "h5_dtype": ("organs_axial/images.hdf5", "has dtype float32"),
+    "count_mismatch": ("task_labels/organ label.npy", "65 labels but images.hdf5 holds 66 images"),
+    "label_range": ("task_labels/organ label.npy", "1 label(s) outside the 11 classes"),
+    "split_oob": ("splits/train.txt", "1 index(es) out of range for 66 images (e.g. 500"),
+    "split_empty": ("splits/val.txt", "empty split"),
+    "split_missing": ("splits/test.txt", "missing"),
+    "split_garbage": ("splits/train.txt", "'images/abc.tiff' is not of the form"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_broken_data_gives_clear_error(root, tmp_path, kind):
+    r = tmp_path / "broken"
     shutil.copytree(root / "organs_axial", r / "organs_axial")
-    lab = np.load(r / "organs_axial" / "task_labels" / "organ label.npy")
-    np.save(r / "organs_axial" / "task_labels" / "organ label.npy", lab[:-1])
-    with pytest.raises(BttuiError, match="66 images but task_labels/organ label.npy has 65 labels"):
+    _break(kind, r / "organs_axial")
+    where, what = BROKEN[kind]
+    with pytest.raises(BttuiError) as e:
         tdata.load_dataset(r, "organs_axial", image_size=SIZE)
+    msg = str(e.value)
+    assert e.value.exit_code == 2
+    assert where in msg and what in msg, msg
+    assert "Fix:" in msg and "\n" not in msg, msg
+    if kind != "info_missing":  # check() reports it under the same file, with a fix
+        problems = reader.check(r, "organs_axial")
+        assert any(where in p and what in p and "Fix:" in p for p in problems), problems
+
+
+def test_missing_root_unknown_dataset_and_task(root, tmp_path):
+    with pytest.raises(BttuiError, match="does not exist or is not a directory.*bttui data synth"):
+        tdata.load_dataset(tmp_path / "absent", "organs_axial", image_size=SIZE)
+    with pytest.raises(BttuiError) as e:
+        tdata.load_dataset(root, "organs_axail", image_size=SIZE)
+    assert "did you mean 'organs_axial'" in str(e.value) and "crc, organs_axial, organs_coronal" in str(e.value)
+    with pytest.raises(BttuiError) as e:
+        tdata.load_dataset(root, "organs_axial", task="organ", image_size=SIZE)
+    assert "did you mean 'organ label'" in str(e.value) and "Available tasks: 'organ label'" in str(e.value)
+
+
+def test_every_problem_at_once_and_only_the_needed_ones(root, tmp_path):
+    r = tmp_path / "multi"
+    shutil.copytree(root / "organs_axial", r / "organs_axial")
+    d = r / "organs_axial"
+    _break("label_range", d)
+    _break("split_oob", d)
+    (d / "original_splits" / "val.txt").write_text("")  # only the "original" policy reads this
+    with pytest.raises(BttuiError) as e:
+        tdata.load_dataset(r, "organs_axial", image_size=SIZE)
+    msg = str(e.value)
+    assert "3 problems" in msg and "(1)" in msg and "(3)" in msg and "says 33" in msg and "outside the 11 classes" in msg
+    assert "out of range" in msg and "original_splits" not in msg
+    with pytest.raises(BttuiError, match="original_splits/val.txt: empty split"):
+        tdata.load_dataset(r, "organs_axial", image_size=SIZE, split_policy="original")
+    # the random policy reads no split file: only the label problem remains
+    with pytest.raises(BttuiError, match="1 problem: .*outside the 11 classes"):
+        tdata.load_dataset(r, "organs_axial", image_size=SIZE, split_policy="random")
+
+
+def test_class_without_training_example_is_the_cells_error():
+    labels = np.array([0, 1, 2, 0, 1, 2, 2])
+    train = np.array([0, 1, 3, 4])  # class 2 only in val/test
+    with pytest.raises(BttuiError) as e:
+        tdata.label_subset(labels, train, 0.5, seed=0, class_names=["a", "b", "c"])
+    assert "class 2 (c) has no image in the training split (4 images)" in str(e.value)
+    # without class names the old behaviour: classes present get >= 1 each
+    assert len(tdata.label_subset(labels, train, 0.01, seed=0)) == 2
+    ok = tdata.label_subset(labels, np.arange(7), 0.01, seed=0, class_names=["a", "b", "c"])
+    assert sorted(labels[ok].tolist()) == [0, 1, 2]
+    with pytest.raises(BttuiError, match="training split is empty"):
+        tdata.label_subset(labels, np.array([], dtype=np.int64), 0.5, seed=0)
+
+
+def test_label_subset_crc_scale():
+    """0.5% of a CRC-sized label vector (107,180 images, 9 classes): ~536 images, >= 1 per class, nested in 1%."""
+    rng = np.random.default_rng(5)
+    p = np.array([10.4, 10.6, 11.5, 11.6, 8.9, 13.5, 9.1, 10.4, 14.0])  # roughly NCT-CRC-HE class shares
+    labels = rng.choice(9, size=107_180, p=p / p.sum())
+    labels[:2] = 8  # nothing special about class order
+    all_idx = np.arange(len(labels))
+    half = tdata.label_subset(labels, all_idx, 0.005, seed=0, class_names=[str(i) for i in range(9)])
+    one = tdata.label_subset(labels, all_idx, 0.01, seed=0)
+    counts = np.bincount(labels, minlength=9)
+    got = np.bincount(labels[half], minlength=9)
+    np.testing.assert_array_equal(got, np.ceil(np.round(0.005 * counts, 9)).astype(int))
+    assert 536 <= len(half) <= 536 + 9 and got.min() >= 1
+    assert np.isin(half, one).all() and len(one) > len(half)
+    # stratified: class shares of the subset match the full set's within one image per class
+    assert np.abs(got / len(half) - counts / len(labels)).max() < 9 / len(half)
+    np.testing.assert_array_equal(half, tdata.label_subset(labels, all_idx, 0.005, seed=0))
+
+
+def test_fast_path_pixels_equal_mimeta_items(root):
+    """Every image and label the fast path returns equals what mimeta.MIMeta's own item path decodes."""
+    import mimeta
+
+    for ds in ("organs_sagittal", "crc"):
+        a = tdata.load_dataset(root, ds, image_size=SIZE)
+        m = mimeta.MIMeta(str(root), ds, a.task, transform=lambda im: np.asarray(im))
+        for i in range(len(m)):
+            img, label = m[i]
+            img = img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
+            np.testing.assert_array_equal(a.images[i], img)
+            assert int(np.asarray(label).reshape(-1)[0]) == int(a.labels[i])
+
+
+def test_dataset_stats_indices_and_big_values():
+    x = np.random.default_rng(1).integers(0, 256, (37, 3, 6, 5), dtype=np.uint8)
+    idx = np.array([30, 2, 5, 11, 36])
+    m, s = tdata.dataset_stats(x, batch=2, indices=idx)
+    sub = x[np.sort(idx)] / 255.0
+    np.testing.assert_allclose(m, sub.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(s, sub.std(axis=(0, 2, 3)), rtol=1e-9)
+    full = np.full((3, 1, 4, 4), 255, np.uint8)  # squares of 255 must not overflow
+    assert tdata.dataset_stats(full) == ([1.0], [0.0])
+    with pytest.raises(ValueError):
+        tdata.dataset_stats(x, indices=np.array([], dtype=np.int64))
+
+
+def test_split_stats_cached_beside_pixels(root, tmp_path):
+    cache = tmp_path / "cache"
+    a = tdata.load_dataset(root, "crc", image_size=SIZE, cache_dir=cache)
+    mean, std = tdata.split_stats(a)
+    ref = np.asarray(a.images)[a.splits["train"]] / 255.0
+    np.testing.assert_allclose(mean, ref.mean(axis=(0, 2, 3)))
+    np.testing.assert_allclose(std, ref.std(axis=(0, 2, 3)))
+    path = tdata.stats_path(a.cache_path, "mimeta", ["train"])
+    assert path.parent == cache and path.name.startswith(a.cache_path.stem) and path.is_file()
+    # a cached file is read back, not recomputed: tamper with it and see the tampered value
+    import json
+
+    obj = json.loads(path.read_text())
+    obj["mean"] = [0.5, 0.5, 0.5]
+    path.write_text(json.dumps(obj))
+    assert tdata.split_stats(a)[0] == [0.5, 0.5, 0.5]
+    # other indices (another policy) get their own file and their own numbers
+    r = tdata.load_dataset(root, "crc", image_size=SIZE, cache_dir=cache, split_policy="random")
+    m_r, _ = tdata.split_stats(r)
+    np.testing.assert_allclose(m_r, (np.asarray(r.images)[r.splits["train"]] / 255.0).mean(axis=(0, 2, 3)))
+    assert tdata.stats_path(r.cache_path, "random", ["train"]).is_file()
+    # no cache: computed, nothing written
+    nc = tdata.load_dataset(root, "crc", image_size=SIZE)
+    np.testing.assert_allclose(tdata.split_stats(nc)[0], mean)
+
+
+def test_concat_stats_equal_stats_of_concatenation(root, tmp_path):
+    arrays = [tdata.load_dataset(root, d, image_size=SIZE, cache_dir=tmp_path) for d in ("organs_axial", "crc")]
+    for splits in (("train",), ("train", "val")):
+        x = tdata.concat_for_pretraining(arrays, splits)
+        m, s = tdata.concat_stats(arrays, splits)
+        m_ref, s_ref = tdata.dataset_stats(x)
+        np.testing.assert_allclose(m, m_ref, rtol=1e-9)
+        np.testing.assert_allclose(s, s_ref, rtol=1e-7)

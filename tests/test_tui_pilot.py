@@ -237,3 +237,168 @@ def test_live_state_folds_events():
     assert state.health["emb_std"] == 0.3 and state.health_history["emb_std"] == [0.3]
     assert state.cell_results["a/b/c/1/s0"]["test_accuracy"] == 0.5
     assert state.messages == ["[red]hi"]
+
+
+class FakeControls:
+    """Records calls; refuses what the real store refuses (a completed run cannot be resumed)."""
+
+    def __init__(self, refuse: dict[str, str] | None = None) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.refuse = refuse or {}
+
+    def _do(self, action: str, run_id: str) -> str:
+        from bttui.errors import BttuiError
+
+        self.calls.append((action, run_id))
+        if run_id in self.refuse:
+            raise BttuiError(self.refuse[run_id])
+        return f"{run_id}: {action} done"
+
+    def stop(self, run_id, force=False):
+        return self._do("stop", run_id)
+
+    def resume(self, run_id):
+        return self._do("resume", run_id)
+
+    def delete(self, run_id):
+        return self._do("delete", run_id)
+
+
+def control_app(store, controls, **kw):
+    clock = FakeClock(SAMPLE_NOW)
+    return BttuiApp(StoreSource(store, clock=clock, label="~/runs"), clock, FakeGpuSampler(), controls=controls,
+                    refresh_interval=60.0, follow_interval=60.0, **kw)
+
+
+async def test_stop_asks_then_acts_on_the_selection(store):
+    from bttui.tui.screens.confirm import ConfirmScreen
+
+    controls = FakeControls()
+    app = control_app(store, controls)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        screen = app.screen
+        table = screen.query_one("#runs", DataTable)
+        # Space selects and moves down: rows 2 and 4 (the live run and the completed sweep).
+        await pilot.press("down", "space", "down", "space")
+        assert screen.selected == {LIVE, DONE}
+        assert table.get_cell(LIVE, "sel").plain == "✔"
+        assert "2 selected" in plain(screen.query_one("#home-header", Static))
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "Stop 2 runs?" in app.screen.lines[0]
+        await pilot.press("n")  # no: nothing happens
+        await settle(app, pilot)
+        assert controls.calls == [] and isinstance(app.screen, RunsScreen)
+        await pilot.press("x", "y")
+        await settle(app, pilot)
+        assert sorted(controls.calls) == sorted([("stop", LIVE), ("stop", DONE)])
+        assert screen.selected == set()  # acted on: the selection is cleared
+        assert [m.ok for m in app.control_log] == [True, True]
+
+
+async def test_resume_and_delete_under_cursor_with_refusal(store):
+    controls = FakeControls(refuse={DONE: f"Run {DONE} already completed; nothing to resume."})
+    app = control_app(store, controls)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("down", "down", "down")  # the completed sweep
+        assert app.screen.selected_run_id() == DONE
+        await pilot.press("r")
+        await settle(app, pilot)
+        assert controls.calls == [("resume", DONE)]
+        assert app.control_log[-1].ok is False and "already completed" in app.control_log[-1].text
+        assert app.is_running  # a refusal is a notification, not a crash
+        await pilot.press("d")
+        await pilot.press("escape")  # esc answers no
+        await settle(app, pilot)
+        assert controls.calls == [("resume", DONE)]
+        await pilot.press("d", "y")
+        await settle(app, pilot)
+        assert controls.calls[-1] == ("delete", DONE)
+
+
+async def test_store_controls_against_real_store(tmp_path):
+    """The default controls go through bttui.runs.control: deleting a stopped run removes its folder."""
+    from bttui.errors import BttuiError
+    from bttui.tui.controls import StoreControls
+
+    root = write_sample_store(tmp_path / "runs")
+    controls = StoreControls(root)
+    stopped = "20241123-140000-quick-start-9f9f"
+    with pytest.raises(BttuiError, match="completed"):
+        controls.resume(DONE)
+    assert "deleted" in controls.delete(stopped)
+    assert not (root / stopped).exists()
+
+
+async def test_gpus_screen_with_devices_holders_and_queue(store):
+    from bttui.tui.screens.gpus import GpusScreen
+
+    class Slots:
+        def held(self):
+            return [{"slot": "gpu0.0", "run_id": LIVE, "pid": 1}]
+
+    gpus = FakeGpuSampler([GpuSample(0, "H100 [80GB]", 38 * GIB, 80 * GIB, 97, ((999999, 9 * GIB),)),
+                           GpuSample(1, "H100", 0, 80 * GIB, 0, ())])
+    clock = FakeClock(SAMPLE_NOW)
+    app = BttuiApp(StoreSource(store, clock=clock, label="~/runs"), clock, gpus, controls=FakeControls(),
+                   reservations=Slots(), refresh_interval=60.0, follow_interval=60.0)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("g")
+        await settle(app, pilot)
+        screen = app.screen
+        assert isinstance(screen, GpusScreen)
+        devices = screen.query_one("#devices", DataTable)
+        assert devices.row_count == 2
+        assert devices.get_cell("0", "name").plain == "H100 [80GB]"
+        assert devices.get_cell("0", "mem").plain == "38/80 GiB" and devices.get_cell("0", "util").plain == "97%"
+        assert devices.get_cell("0", "runs").plain == "crc-bt-paper"
+        assert devices.get_cell("1", "runs").plain == "-"
+        header = plain(screen.query_one("#gpus-header", Static))
+        assert "2 devices" in header and "38/160 GiB used" in header and "queue: 0 waiting" in header
+        runs = screen.query_one("#gpu-runs", DataTable)
+        assert runs.get_cell(LIVE, "held").plain == "0"
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsScreen)
+
+
+async def test_gpus_screen_without_nvml(store):
+    from bttui.tui.screens.gpus import GpusScreen
+
+    app = control_app(store, FakeControls(), reservations=type("R", (), {"held": lambda self: []})())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("g")
+        await settle(app, pilot)
+        assert isinstance(app.screen, GpusScreen)
+        assert app.screen.query_one("#devices", DataTable).row_count == 0
+        assert plain(app.screen.query_one("#gpus-header", Static)).startswith(" GPUs  n/a")
+
+
+async def test_compare_screen(store):
+    from bttui.tui.screens.compare import AccuracyChart, CompareScreen, config_diff
+
+    (store / LIVE / "config.toml").write_text('name = "a"\n[pretrain]\nepochs = 100\nbatch_size = 256\n')
+    (store / DONE / "config.toml").write_text('name = "b"\n[pretrain]\nepochs = 100\nbatch_size = 512\n')
+    app = control_app(store, FakeControls())
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("c")  # nothing selected: a hint, no screen
+        assert isinstance(app.screen, RunsScreen)
+        await pilot.press("down", "space", "down", "space", "c")
+        await settle(app, pilot)
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        assert screen.run_ids == [LIVE, DONE]
+        d = screen.data
+        assert len(d.losses[LIVE][0]) == 48 and DONE not in d.losses  # fine-tuning only: no pretrain loss
+        curve = d.curves[DONE][("organs_sagittal", "barlow_twins", "linear")]
+        assert curve == pytest.approx({0.1: 63.0, 1.0: 81.0})
+        assert d.paper[("organs_sagittal", "barlow_twins", "linear")][0.1] == pytest.approx(63.41)
+        assert screen.query_one(AccuracyChart).data is d
+        table = screen.query_one("#config-diff", DataTable)
+        assert table_keys(table) == ["name", "pretrain.batch_size"]
+        assert table.get_cell("pretrain.batch_size", DONE).plain == "512"
+    assert config_diff([{"a": {"b": 1}}, {"a": {"b": 1, "c": 2}}]) == [("a.c", [None, 2])]

@@ -18,8 +18,9 @@ def app(tmp_path):
     gpus = FakeGpuSampler([GpuSample(0, "H100", 38 * GIB, 80 * GIB, 97, ((1, 9 * GIB),)),
                            GpuSample(1, "H100", 0, 80 * GIB, 0, ())])
     # The label hides tmp_path; long intervals keep timers from firing during a snapshot.
-    return BttuiApp(StoreSource(store, clock=clock, label="~/runs"), clock, gpus,
-                    refresh_interval=3600.0, follow_interval=3600.0)
+    slots = type("Slots", (), {"held": lambda self: [{"slot": "gpu0.0", "run_id": "20241125-124800-crc-bt-paper-a1b2"}]})()
+    return BttuiApp(StoreSource(store, clock=clock, label="~/runs"), clock, gpus, controls=object(),
+                    reservations=slots, refresh_interval=3600.0, follow_interval=3600.0)
 
 
 def steps(*keys: str):
@@ -63,3 +64,20 @@ def test_results_counts(snap_compare, app):
 
 def test_help(snap_compare, app):
     assert snap_compare(app, terminal_size=(80, 24), run_before=steps("question_mark"))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_gpus(snap_compare, app, size):
+    assert snap_compare(app, terminal_size=size, run_before=steps("g"))
+
+
+def test_confirm_stop(snap_compare, app):
+    assert snap_compare(app, terminal_size=(80, 24), run_before=steps("down", "space", "down", "space", "x"))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_compare(snap_compare, app, size):
+    root = app.source.root
+    (root / "20241125-124800-crc-bt-paper-a1b2" / "config.toml").write_text('name = "a"\n[pretrain]\nbatch_size = 256\n')
+    (root / "20241124-140000-organs-xdomain-e5f6" / "config.toml").write_text('name = "b"\n[pretrain]\nbatch_size = 512\n')
+    assert snap_compare(app, terminal_size=size, run_before=steps("down", "space", "down", "space", "c"))

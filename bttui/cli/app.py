@@ -163,12 +163,26 @@ def run_command(
     config: Annotated[Path, typer.Argument(metavar="CONFIG", help="Experiment config (TOML).", show_default=False)],
     overrides: SetOption = None,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Start the run in the background and return.")] = False,
+    slurm: Annotated[bool, typer.Option("--slurm", help="Submit the run as a Slurm batch job (sbatch) and return.")] = False,
+    partition: Annotated[Optional[str], typer.Option("--partition", metavar="P", help="Slurm partition (with --slurm).",
+                                                     show_default=False)] = None,
+    time_limit: Annotated[Optional[str], typer.Option("--time", metavar="T", help="Slurm time limit, e.g. 1-00:00:00 "
+                                                      "(with --slurm).", show_default=False)] = None,
+    gpus: Annotated[Optional[int], typer.Option("--gpus", metavar="N", help="GPUs of the Slurm job (default: "
+                                                "resources.devices; with --slurm).", show_default=False)] = None,
     store: StoreOption = None,
 ) -> None:
     """Run an experiment: pretraining and fine-tuning cells, with live progress.
 
     Ctrl-C stops a foreground run gracefully (it checkpoints). Exit code 0 when the run completed, 1 otherwise.
     """
+    if slurm or partition or time_limit or gpus is not None:
+        if not slurm:
+            raise BttuiError("--partition, --time and --gpus describe a Slurm job; add --slurm to submit one.")
+        from bttui.runs.slurm import run_slurm
+
+        raise typer.Exit(run_slurm(_store_value(ctx, store), config, list(overrides or []), partition=partition,
+                                   time_limit=time_limit, gpus=gpus))
     from bttui.cli.run_cmd import run_experiment
 
     code = run_experiment(_store_value(ctx, store), config, list(overrides or []), detach=detach)
@@ -238,16 +252,20 @@ def show_command(
     run: Annotated[str, typer.Argument(metavar="RUN", help="Run id, unique id prefix, or unique run name.",
                                        show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
+    embeddings: Annotated[Optional[str], typer.Option(
+        "--embeddings", metavar="tsne|umap", help="Also draw each cell's test-feature embedding by class.")] = None,
     store: StoreOption = None,
 ) -> None:
     """Show one run: status, config summary, results and confusion matrices."""
-    from bttui.cli.views import print_run, run_json
+    from bttui.cli.views import print_embeddings, print_run, run_json
 
     record = open_store(ctx, store).resolve(run)
     if as_json:
         print_json(run_json(record))
         return
     print_run(console(), record)
+    if embeddings:
+        print_embeddings(console(), record, embeddings)
 
 
 # ----------------------------------------------------------------- data
@@ -324,3 +342,8 @@ def config_show_command(
 # Each module defines `register(app, groups)` (groups: the sub-apps by name) and keeps its
 # module-level imports as light as this file's. One line per module, in this block only.
 GROUPS = {"data": data_app, "index": index_app, "config": config_app}
+from bttui.cli import results_cmd; results_cmd.register(app, GROUPS)
+from bttui.cli import jobs_cmd; jobs_cmd.register(app, GROUPS)
+from bttui.cli import data_cmd; data_cmd.register(app, GROUPS)
+from bttui.cli import sweep_cmd; sweep_cmd.register(app, GROUPS)
+from bttui.cli import disk_cmd; disk_cmd.register(app, GROUPS)

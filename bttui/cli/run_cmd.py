@@ -18,41 +18,154 @@ LOG_TAIL_LINES = 15
 
 
 def run_experiment(store_value: Path | None, config_path: Path, overrides: list[str], *, detach: bool) -> int:
-    """Load the config, create the run, launch the trainer; follow it unless detached. Returns the exit code."""
+    """Load the config, create the run, queue it and launch its trainer; follow it unless detached. Returns the exit code."""
     from rich.console import Console
     from rich.text import Text
 
     from bttui.config.load import config_to_dict, load_config
 
     cfg = load_config(config_path, overrides)
-    from bttui.runs.launch import launch
     from bttui.runs.store import Store, resolve_store_root
 
     store = Store(resolve_store_root(store_value))
+    _check_disk(store)
     paths = store.create_run(cfg, config_path=str(config_path))
     run_id = Path(paths.dir).name
     out = Console(highlight=False)
 
-    proc = launch(paths, detach=detach)
     if detach:
-        out.print(Text(run_id))
-        hint = Console(stderr=True, highlight=False)
-        hint.print(Text(f"started in the background (pid {proc.pid}); follow it with `bttui attach {run_id}` "
-                        f"or `bttui logs {run_id}`, inspect it with `bttui show {run_id}`", style="dim"), soft_wrap=True)
-        return 0
+        return start_detached(store, paths, out)
 
     out.print(Text.assemble(("run ", "dim"), (run_id, "bold"), (f"  ({Path(paths.dir)})", "dim")), soft_wrap=True)
-    follow(paths, proc, out, config=config_to_dict(cfg))
+    started = wait_and_launch(store, paths, out)
+    if started is None:
+        return 0 if _status_of(store, run_id) != "stopped" else 1
+    proc, claim = started
+    outcome = follow(paths, proc, out, config=config_to_dict(cfg))
+    if outcome == DETACHED:
+        _detached_hint(out, run_id)
+        return 0
+    claim.release()  # the trainer has exited; its slot would go stale anyway, this just frees it sooner
     return finish(store, run_id, out)
 
 
+def _check_disk(store: Any) -> None:
+    try:
+        from bttui.runs.disk import check_free_space
+    except ImportError:
+        return
+    check_free_space(store.root)
+
+
+def _status_of(store: Any, run_id: str) -> str:
+    return store.get(run_id).status
+
+
+def _detached_hint(out: Any, run_id: str) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    Console(stderr=True, highlight=False).print(
+        Text(f"the run goes on in the background; follow it with `bttui attach {run_id}` or `bttui logs {run_id}`, "
+             f"stop it with `bttui stop {run_id}`", style="dim"), soft_wrap=True)
+
+
+def start_detached(store: Any, paths: Any, out: Any, *, resume: bool = False) -> int:
+    """Queue the run and start whatever fits; print the run id (stdout) and where it stands (stderr)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from bttui.runs import queue
+
+    run_id = Path(paths.dir).name
+    started = queue.submit(store, paths, resume=resume)
+    out.print(Text(run_id))
+    hint = Console(stderr=True, highlight=False)
+    if run_id in started:
+        what = f"started in the background (pid {started[run_id].pid})"
+    else:
+        position = queue.Queue(store).position(run_id)
+        what = f"queued (position {position}); it starts when a slot frees" if position else "queued"
+    hint.print(Text(f"{what}; follow it with `bttui attach {run_id}` or `bttui logs {run_id}`, "
+                    f"inspect it with `bttui show {run_id}`", style="dim"), soft_wrap=True)
+    return 0
+
+
+def wait_and_launch(store: Any, paths: Any, out: Any, *, resume: bool = False,
+                    ask: Callable[[], str] | None = None) -> tuple[Any, Any] | None:
+    """Wait in the queue for this run's turn, then start it attached: (process, claim).
+
+    Ctrl-C while waiting: on a terminal asks stop or detach (detach leaves the
+    run queued for any later launch to start); otherwise takes it out of the queue
+    (status stopped). Returns None in both cases.
+    """
+    from rich.text import Text
+
+    from bttui.runs import queue
+    from bttui.runs.control import stop_run
+
+    run_id = Path(paths.dir).name
+
+    def on_wait(position: int | None) -> None:
+        out.print(Text(f"waiting in the queue (position {position}) for a free slot; Ctrl-C to stop or detach",
+                       style="dim"))
+
+    try:
+        # On a terminal the trainer gets its own session, so Ctrl-C reaches only this process, which can then
+        # offer to detach (and a closed terminal leaves the run going); without one it stays attached.
+        return queue.run_when_ready(store, paths, resume=resume, on_wait=on_wait, session=_interactive(out))
+    except KeyboardInterrupt:
+        choice = _ask_stop_or_detach(out, ask)
+        if choice == DETACHED:
+            queue.Queue(store).disown(run_id)
+            _detached_hint(out, run_id)
+        else:
+            stop_run(store, store.get(run_id))
+            out.print(Text(f"run {run_id} stopped before it started", style="yellow"))
+        return None
+
+
+DETACHED = "detached"
+
+
+def _interactive(out: Any) -> bool:
+    import sys
+
+    return sys.stdin.isatty() and bool(out.is_terminal)
+
+
+def _ask_stop_or_detach(out: Any, ask: Callable[[], str] | None) -> str:
+    """"stop" or "detached": asked on a terminal, "stop" without one (nobody to answer)."""
+    from rich.text import Text
+
+    if ask is None:
+        if not _interactive(out):
+            return "stop"
+
+        def ask() -> str:
+            return input("\n[s]top the run (checkpoint, resumable) or [d]etach (it keeps running)? [s/d] ")
+
+    while True:
+        try:
+            answer = ask().strip().lower()
+        except (EOFError, KeyboardInterrupt):
+            return "stop"
+        if answer in ("s", "stop"):
+            return "stop"
+        if answer in ("d", "detach"):
+            return DETACHED
+        out.print(Text("answer s (stop) or d (detach)", style="yellow"))
+
+
 def follow(paths: Any, proc: Any, out: Any, *, config: dict | None = None, poll_s: float = POLL_S,
-           sleep: Callable[[float], None] = time.sleep) -> None:
-    """Show a run's progress until its trainer process exits.
+           sleep: Callable[[float], None] = time.sleep, ask: Callable[[], str] | None = None) -> str | None:
+    """Show a run's progress until its trainer process exits; returns DETACHED if the user detached.
 
     On a terminal: the plain progress lines scroll above a live status line with a
-    progress bar; otherwise only the plain lines, one per notable event. The first
-    Ctrl-C sends SIGTERM (the trainer checkpoints and stops), a second one kills it.
+    progress bar; otherwise only the plain lines, one per notable event. Ctrl-C on
+    a terminal asks whether to stop (SIGTERM: the trainer checkpoints and stops) or
+    detach (the trainer, in its own session, keeps running); without a terminal it
+    stops. Ctrl-C while stopping kills the trainer.
     """
     from rich.text import Text
 
@@ -90,6 +203,13 @@ def follow(paths: Any, proc: Any, out: Any, *, config: dict | None = None, poll_
                 if proc.poll() is not None:
                     continue
                 if interrupts == 1:
+                    if live is not None:
+                        live.stop()
+                    choice = _ask_stop_or_detach(out, ask)
+                    if choice == DETACHED:
+                        return DETACHED
+                    if live is not None:
+                        live.start()
                     out.print(Text("stopping: the trainer saves a checkpoint and exits (Ctrl-C again to kill it)",
                                    style="yellow"))
                     _signal(proc, signal.SIGTERM)
@@ -99,6 +219,7 @@ def follow(paths: Any, proc: Any, out: Any, *, config: dict | None = None, poll_
     finally:
         if live is not None:
             live.stop()
+    return None
 
 
 def _signal(proc: Any, sig: int) -> None:

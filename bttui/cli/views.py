@@ -193,6 +193,8 @@ def print_results(console: Any, results: Sequence[Mapping[str, Any]]) -> None:
         console.print(Text("no fine-tuning results yet", style="dim"))
         return
     console.print(results_table(results, width=console.width))
+    print_seed_summary(console, results)
+    print_layer_probes(console, results)
     for r in results:
         matrix = r.get("confusion_matrix")
         if r.get("status", "completed") != "completed" or not matrix:
@@ -200,6 +202,85 @@ def print_results(console: Any, results: Sequence[Mapping[str, Any]]) -> None:
         title = f"{clean(r.get('cell') or '', single_line=True)}  test accuracy {fmt_accuracy(r.get('test_accuracy'))}"
         console.print()
         console.print(confusion_table(matrix, r.get("class_names") or [], title=title, width=console.width))
+
+
+def print_seed_summary(console: Any, results: Sequence[Mapping[str, Any]]) -> None:
+    """Mean ± std of test accuracy per (dataset, init, strategy, labels) when some combination has several seeds."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from bttui.render.format import clean, fmt_fraction
+    from bttui.results import aggregate_results
+
+    rows = aggregate_results(results)
+    if not any(r["n"] > 1 for r in rows):
+        return
+    table = Table(title="over seeds", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for col in ("dataset", "init", "strategy", "labels", "n", "mean", "std", "min", "max"):
+        table.add_column(col, justify="right" if col in ("labels", "n", "mean", "std", "min", "max") else "left")
+    pct = lambda v: "-" if v is None else f"{v * 100:.1f}"  # noqa: E731
+    for r in rows:
+        table.add_row(Text(clean(r["dataset"], single_line=True)), Text(clean(r["init"], single_line=True)),
+                      Text(clean(r["strategy"], single_line=True)), fmt_fraction(r["label_fraction"]), str(r["n"]),
+                      Text(pct(r["mean"]), style="bold"), pct(r["std"]), pct(r["min"]), pct(r["max"]))
+    console.print()
+    console.print(table)
+
+
+def print_layer_probes(console: Any, results: Sequence[Mapping[str, Any]]) -> None:
+    """Layer-wise linear probe accuracies (finetune.probe_layers), one row per cell that has them."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from bttui.render.format import clean
+
+    have = [r for r in results if isinstance(r.get("layer_probe"), Mapping) and r["layer_probe"]]
+    if not have:
+        return
+    stages = list(dict.fromkeys(s for r in have for s in r["layer_probe"]))
+    table = Table(title="layer-wise linear probes (test accuracy %)", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("cell", overflow="fold")
+    for s in stages:
+        table.add_column(s, justify="right")
+    for r in have:
+        table.add_row(Text(clean(r.get("cell") or "", single_line=True)),
+                      *[("-" if not isinstance(r["layer_probe"].get(s), (int, float)) else f"{r['layer_probe'][s] * 100:.1f}")
+                        for s in stages])
+    console.print()
+    console.print(table)
+
+
+def print_embeddings(console: Any, record: Any, method: str = "tsne") -> int:
+    """Each completed cell's stored ``embedding_<method>.npz`` as a coloured terminal scatter; returns how many."""
+    from pathlib import Path
+
+    from rich.text import Text
+
+    from bttui.render.scatter import embedding_scatter
+    from bttui.results import cell_artifacts_dir
+
+    from bttui.cli.results_cmd import read_embedding_file
+
+    summary = _record_summary(record)
+    shown = 0
+    for r in summary.get("results") or []:
+        if not isinstance(r, Mapping) or r.get("status", "completed") != "completed":
+            continue
+        path = Path(cell_artifacts_dir(record.paths.dir, r)) / f"embedding_{method}.npz"
+        if not path.is_file():
+            continue
+        e = read_embedding_file(path)
+        text = embedding_scatter(e["coords"], [int(v) for v in e["labels"]], e["class_names"],
+                                 title=f"{r.get('cell')}  {method}", width=min(console.width, 100), height=24,
+                                 color=console.color_system is not None)
+        console.print(Text.from_ansi(text))
+        shown += 1
+    if not shown:
+        console.print(Text(f"no {method} embeddings stored in this run (finetune.embeddings lists the methods "
+                           "computed per cell)", style="dim"))
+    return shown
 
 
 def print_run(console: Any, record: Any) -> None:

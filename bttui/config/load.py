@@ -650,6 +650,14 @@ def _cross_check(cfg: ExperimentConfig, where: Callable[[str], str | None], chec
     if cfg.pretrain is None and cfg.finetune is None:
         _fail(where("name"), "the config has neither a [pretrain] nor a [finetune] section, so there is nothing "
                              "to run; add at least one (an empty [finetune] header uses the defaults)")
+    world = cfg.resources.devices * cfg.resources.nodes
+    if cfg.pretrain is not None and world > 1 and cfg.pretrain.batch_size % world != 0:
+        lower = cfg.pretrain.batch_size // world * world
+        _fail(where("pretrain.batch_size"),
+              f"pretrain.batch_size = {cfg.pretrain.batch_size} is not divisible by the number of training processes "
+              f"({world} = resources.devices {cfg.resources.devices} x resources.nodes {cfg.resources.nodes}); every "
+              f"GPU takes an equal share of the global batch, so use a multiple of {world}"
+              + (f", e.g. {lower} or {lower + world}" if lower else f", e.g. {world}"))
     if cfg.finetune is not None:
         for text in cfg.finetune.init:
             spec = parse_init(text)

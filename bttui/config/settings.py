@@ -31,11 +31,13 @@ class MachineSettings:
     max_runs_per_gpu: int = f(1, "Runs the queue starts on one GPU at the same time", minimum=1, maximum=1024)
     max_cpu_runs: int = f(1, "Runs the queue starts at the same time on a machine without GPUs", minimum=1, maximum=1024)
     on_finish: str | None = f(None, "Shell command run when any run ends, with BTTUI_RUN_ID and BTTUI_STATUS set")
+    min_free_gb: float = f(1.0, "Free GiB a store needs before a launch (at least 3x a checkpoint); 0 turns the check off", minimum=0.0)
+    local_db_dir: str | None = f(None, "Local folder for the index and queue databases of stores on network filesystems")
     path: str | None = field(default=None, compare=False, metadata={"doc": "The settings file these came from (None: defaults)"})
 
 
 SETTINGS_FIELDS = {key: info for key, info in field_infos(MachineSettings, None).items() if key != "path"}
-_PATH_KEYS = ("store", "data_root", "imagenet_weights", "reservations_dir")
+_PATH_KEYS = ("store", "data_root", "imagenet_weights", "reservations_dir", "local_db_dir")
 
 
 def settings_path(path: str | os.PathLike | None = None) -> Path:

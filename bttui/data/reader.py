@@ -152,9 +152,14 @@ def dataset_dir(root: str | os.PathLike, dataset_id: str) -> Path:
     if not (d / "info.yaml").is_file():
         ids = [p.name for p in _dataset_dirs(r)]
         avail = ", ".join(ids) if ids else "none (no sub-directory with an info.yaml)"
+        if d.is_dir():
+            fix = ("the directory exists but its info.yaml is missing. Fix: restore info.yaml from the MIMeta "
+                   "download (every dataset directory needs one)")
+        else:
+            fix = "Fix: use one of the available ids, or point data.root at the MIMeta root that holds it"
         raise BttuiError(
             f"Dataset '{dataset_id}' not found under '{r}'{_suggest(dataset_id, ids)}: there is no "
-            f"'{d / 'info.yaml'}'. Available datasets: {avail}."
+            f"'{d / 'info.yaml'}'; {fix}. Available datasets: {avail}."
         )
     return d
 
@@ -170,14 +175,17 @@ def _load_yaml(path: Path) -> Any:
         with open(path, encoding="utf-8") as fh:
             return yaml.safe_load(fh)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise BttuiError(f"Cannot read '{path}': {exc}".replace("\n", " ")) from exc
+        raise BttuiError(f"Cannot read '{path}': {exc}".replace("\n", " ") + " Fix: correct the YAML syntax at the "
+                         "position shown, or restore the file from the MIMeta download.") from exc
 
 
 def parse_info(raw: Any, path: Path) -> DatasetInfo:
     """Validate a loaded info.yaml mapping and build a DatasetInfo; BttuiError naming the first bad key."""
     problems = _info_problems(raw)
     if problems:
-        raise BttuiError(f"'{path}' is not a valid MIMeta info.yaml: {problems[0]}")
+        more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+        raise BttuiError(f"'{path}' is not a valid MIMeta info.yaml: {problems[0]}{more}. Fix: correct it "
+                         f"(`bttui data check` lists every problem) or restore it from the MIMeta download.")
     tasks = [
         TaskInfo(
             name=t["task_name"],
@@ -287,11 +295,12 @@ def read_labels(root: str | os.PathLike, dataset_id: str, task: str | None = Non
     t = info.task(task)
     path = info.path / "task_labels" / f"{t.name}.npy"
     if not path.is_file():
-        raise BttuiError(f"Label file '{path}' is missing: dataset '{dataset_id}' declares task '{t.name}' in info.yaml.")
+        raise BttuiError(f"Label file '{path}' is missing: dataset '{dataset_id}' declares task '{t.name}' in "
+                         f"info.yaml. Fix: restore it from the MIMeta download, or remove the task from info.yaml.")
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise BttuiError(f"Cannot read label file '{path}': {exc}") from exc
+        raise BttuiError(f"Cannot read label file '{path}': {exc}. Fix: restore it from the MIMeta download.") from exc
 
 
 def _open_images(path: Path):
@@ -365,14 +374,133 @@ def read_split(root: str | os.PathLike, dataset_id: str, split: str, policy: str
 
 
 # ---------------------------------------------------------------------------------------------
+# summaries for `bttui data ls` / `preview` (no pixel reads)
+
+
+def scan_datasets(root: str | os.PathLike) -> tuple[list[DatasetInfo], list[str]]:
+    """Every readable dataset under ``root`` and one problem line per unreadable info.yaml.
+
+    Unlike ``list_datasets`` (which stops at the first bad info.yaml, as mimeta
+    does) this keeps going, so ``bttui data ls`` can show the good ones.
+    """
+    r = _root(root)
+    infos, problems = [], []
+    for d in _dataset_dirs(r):
+        path = d / "info.yaml"
+        try:
+            infos.append(parse_info(_load_yaml(path), path))
+        except BttuiError as exc:
+            problems.append(str(exc))
+    return sorted(infos, key=lambda i: i.id), problems
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def split_sizes(info: DatasetInfo, n_images: int | None = None) -> dict[str, dict[str, int | None]]:
+    """Images per split for each policy, from the split files' line counts (``None``: file missing).
+
+    ``random`` needs the image count: ``n_images``, else the label count of the
+    first task (a memory-mapped header read, no pixels).
+    """
+    out: dict[str, dict[str, int | None]] = {}
+    for policy, sub in SPLIT_DIRS.items():
+        out[policy] = {}
+        for s in SPLITS:
+            p = info.path / sub / f"{s}.txt"
+            out[policy][s] = _count_lines(p) if p.is_file() else None
+    if n_images is None:
+        n_images = image_count(info)
+    if n_images is not None:
+        n_train = int(RANDOM_SPLIT_FRACTIONS[0] * n_images)
+        n_val = int(RANDOM_SPLIT_FRACTIONS[1] * n_images)
+        out["random"] = {"train": n_train, "val": n_val, "test": n_images - n_train - n_val}
+    else:
+        out["random"] = {s: None for s in SPLITS}
+    return out
+
+
+def image_count(info: DatasetInfo) -> int | None:
+    """Number of images, read from the first task's label file header (cheap); None when unreadable."""
+    p = info.path / "task_labels" / f"{info.tasks[0].name}.npy"
+    try:
+        return int(np.load(p, mmap_mode="r", allow_pickle=False).shape[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def summarize(info: DatasetInfo) -> dict[str, Any]:
+    """Plain-data description of one dataset (what `bttui data ls --json` prints)."""
+    return {
+        "id": info.id,
+        "name": info.name,
+        "domain": info.domain,
+        "path": str(info.path),
+        "channels": info.channels,
+        "image_size": [int(info.input_size[1]), int(info.input_size[2])],
+        "num_images": image_count(info),
+        "tasks": [{"name": t.name, "target": t.target, "num_classes": t.num_classes, "classes": list(t.labels)}
+                  for t in info.tasks],
+        "splits": split_sizes(info),
+    }
+
+
+def class_histograms(root: str | os.PathLike, dataset_id: str, task: str | None = None,
+                     policy: str = "mimeta") -> dict[str, np.ndarray]:
+    """Images per class (int64, one entry per class of ``task``) in each split under ``policy``."""
+    info = read_info(root, dataset_id)
+    t = info.task(task)
+    labels = np.asarray(read_labels(root, dataset_id, t.name)).reshape(-1)
+    out = {}
+    for s in SPLITS:
+        idx = read_split(root, dataset_id, s, policy)
+        lab = labels[idx[(idx >= 0) & (idx < len(labels))]]
+        lab = lab[(lab >= 0) & (lab < t.num_classes)].astype(np.int64)
+        out[s] = np.bincount(lab, minlength=t.num_classes)
+    return out
+
+
+def read_images(root: str | os.PathLike, dataset_id: str, indices: np.ndarray | list[int]) -> np.ndarray:
+    """uint8 pixels of the given images, as stored ([k,H,W] or [k,H,W,3]), in the order given."""
+    path = dataset_dir(root, dataset_id) / "images.hdf5"
+    if not path.is_file():
+        raise BttuiError(f"Image file '{path}' is missing. Fix: restore it from the MIMeta download.")
+    idx = np.asarray(indices, dtype=np.int64)
+    with _open_images(path) as f:
+        ds = f["images"]
+        if idx.size and (idx.min() < 0 or idx.max() >= ds.shape[0]):
+            raise BttuiError(f"Image index {int(idx.max())} is out of range for '{path}' ({ds.shape[0]} images).")
+        uniq, inverse = np.unique(idx, return_inverse=True)  # h5py fancy reads need increasing indices
+        got = ds[uniq] if uniq.size else np.empty((0,) + ds.shape[1:], dtype=np.uint8)
+    return got[inverse]
+
+
+# ---------------------------------------------------------------------------------------------
 # check
 
+# Fix hints appended to problems; one per kind so every message says what to do.
+_FIX_DOWNLOAD = "Fix: restore the file from the MIMeta download (or regenerate synthetic data with `bttui data synth --overwrite`)."
+_FIX_INFO = "Fix: correct info.yaml (MIMeta format: id, name, domain, input_size [C,H,W], tasks) or restore it from the MIMeta download."
+_FIX_SPLIT = "Fix: restore the split files from the same MIMeta download as images.hdf5, or use data.split_policy = \"random\"."
 
-def check(root: str | os.PathLike, dataset: str | None = None) -> list[str]:
-    """Every problem found under ``root`` (or in one dataset), one sentence each; empty list = all fine."""
+
+def check(root: str | os.PathLike, dataset: str | None = None, *, task: str | None = None,
+          policy: str | None = None) -> list[str]:
+    """Every problem found under ``root`` (or in one dataset), one sentence each with a fix; empty = all fine.
+
+    ``task`` restricts the label checks to that task, ``policy`` the split
+    checks to that split policy (``random`` checks no split files): what one
+    training run needs. Without them everything is checked.
+    """
     r = Path(root)
     if not r.is_dir():
-        return [f"{r}: the data root does not exist or is not a directory."]
+        return [f"{r}: the data root does not exist or is not a directory. Fix: point data.root (or the ROOT "
+                f"argument) at the directory holding one sub-directory per dataset, or create one with "
+                f"`bttui data synth {r}`."]
+    if policy is not None and policy not in SPLIT_POLICIES:
+        return [f"Unknown split policy '{policy}'{_suggest(policy, list(SPLIT_POLICIES))}; valid: {', '.join(SPLIT_POLICIES)}."]
     if dataset is not None:
         try:
             validate_dataset_id(dataset)
@@ -381,39 +509,57 @@ def check(root: str | os.PathLike, dataset: str | None = None) -> list[str]:
         d = r / dataset
         if not d.is_dir():
             ids = [p.name for p in _dataset_dirs(r)]
-            return [f"{d}: dataset '{dataset}' does not exist{_suggest(dataset, ids)} (available: {', '.join(ids) or 'none'})."]
-        return _check_dataset(d)
+            return [f"{d}: dataset '{dataset}' does not exist{_suggest(dataset, ids)} "
+                    f"(available: {', '.join(ids) or 'none'}). Fix: use one of the available ids."]
+        return _check_dataset(d, task=task, policy=policy)
     dirs = [
         e for e in sorted(r.iterdir())
         if e.is_dir() and not e.name.startswith(".")
         and ((e / "info.yaml").exists() or (e / "images.hdf5").exists() or (e / "task_labels").exists())
     ]
     if not dirs:
-        return [f"{r}: no datasets found (expected sub-directories such as organs_axial/ holding info.yaml)."]
+        return [f"{r}: no datasets found (expected sub-directories such as organs_axial/ holding info.yaml). "
+                f"Fix: point at the MIMeta root, or generate data with `bttui data synth {r}`."]
     problems: list[str] = []
     for d in dirs:
-        problems.extend(_check_dataset(d))
+        problems.extend(_check_dataset(d, task=task, policy=policy))
     return problems
 
 
-def _check_dataset(d: Path) -> list[str]:
+def require_valid(root: str | os.PathLike, dataset_id: str, *, task: str | None = None,
+                  policy: str | None = None) -> None:
+    """Raise one BttuiError listing every problem that would stop training on this dataset/task/policy."""
+    problems = check(root, dataset_id, task=task, policy=policy)
+    if problems:
+        listed = problems[0] if len(problems) == 1 else " ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
+        raise BttuiError(
+            f"Dataset '{dataset_id}' under '{root}' cannot be loaded: {len(problems)} problem"
+            f"{'s' if len(problems) != 1 else ''}: {listed} Re-check with `bttui data check {root} {dataset_id}`."
+        )
+
+
+def _check_dataset(d: Path, *, task: str | None = None, policy: str | None = None) -> list[str]:
     out: list[str] = []
     name = d.name
     info_path = d / "info.yaml"
     raw: Any = None
     if not info_path.is_file():
-        out.append(f"{info_path}: missing (every dataset needs an info.yaml with id, name, domain, input_size, tasks).")
+        out.append(f"{info_path}: missing (every dataset needs an info.yaml with id, name, domain, input_size, "
+                   f"tasks). {_FIX_DOWNLOAD}")
     else:
         try:
             raw = _load_yaml(info_path)
         except BttuiError as exc:
-            out.append(f"{info_path}: malformed YAML ({exc}).")
+            out.append(f"{info_path}: malformed YAML ({exc}). Fix: correct the syntax at the line shown or restore "
+                       f"the file from the MIMeta download.")
             raw = None
         else:
             ip = _info_problems(raw)
-            out.extend(f"{info_path}: {p}." for p in ip)
+            out.extend(f"{info_path}: {p}. {_FIX_INFO}" for p in ip)
             if isinstance(raw, dict) and "id" in raw and str(raw["id"]) != name:
-                out.append(f"{info_path}: id '{raw['id']}' does not match the directory name '{name}' (mimeta looks datasets up by id).")
+                out.append(f"{info_path}: id '{raw['id']}' does not match the directory name '{name}' (mimeta looks "
+                           f"datasets up by id). Fix: rename the directory to '{raw['id']}' or set `id: {name}`; "
+                           f"remove it if it is a stray copy.")
             if ip:
                 # Keep checking images and splits, but don't trust half-valid task lists.
                 raw = raw if isinstance(raw, dict) else None
@@ -423,36 +569,43 @@ def _check_dataset(d: Path) -> list[str]:
     n_images: int | None = None
     h5_path = d / "images.hdf5"
     if not h5_path.is_file():
-        out.append(f"{h5_path}: missing (expected an HDF5 file with dataset 'images', uint8 [N,H,W] or [N,H,W,3]).")
+        out.append(f"{h5_path}: missing (expected an HDF5 file with dataset 'images', uint8 [N,H,W] or [N,H,W,3]). "
+                   f"{_FIX_DOWNLOAD}")
     else:
-        out.extend(_check_hdf5(h5_path, raw if info_ok else None))
-        try:
-            import h5py
-
-            with h5py.File(h5_path, "r") as f:
-                if "images" in f and len(f["images"].shape) in (3, 4):
-                    n_images = int(f["images"].shape[0])
-        except Exception:  # already reported by _check_hdf5
-            n_images = None
+        h5_problems, n_images = _check_hdf5(h5_path, raw if info_ok else None)
+        out.extend(h5_problems)
 
     # task labels
     if info_ok:
-        for t in raw["tasks"]:
+        tasks = raw["tasks"]
+        names = [t["task_name"] for t in tasks]
+        if task is not None and task not in names:
+            out.append(f"{info_path}: no task '{task}'{_suggest(task, names)}; available tasks: "
+                       f"{', '.join(repr(n) for n in names)}. Fix: set finetune.task to one of them.")
+        for ti, t in enumerate(tasks):
+            if task is not None and t["task_name"] != task:
+                continue
             lp = d / "task_labels" / f"{t['task_name']}.npy"
             if not lp.is_file():
-                out.append(f"{lp}: missing label file for task '{t['task_name']}'.")
+                out.append(f"{lp}: missing label file for task '{t['task_name']}'. {_FIX_DOWNLOAD}")
                 continue
             try:
                 lab = np.load(lp, allow_pickle=False)
             except Exception as exc:  # noqa: BLE001 - any unreadable file is a reported problem
-                out.append(f"{lp}: unreadable ({exc}).")
+                out.append(f"{lp}: unreadable ({str(exc).splitlines()[0]}). {_FIX_DOWNLOAD}")
+                continue
+            if lab.ndim == 0:
+                out.append(f"{lp}: holds a single value, not one label per image. {_FIX_DOWNLOAD}")
                 continue
             if n_images is not None and len(lab) != n_images:
-                out.append(f"{lp}: {len(lab)} labels but images.hdf5 holds {n_images} images (one label per image expected).")
+                out.append(f"{lp}: {len(lab)} labels but images.hdf5 holds {n_images} images (one label per image "
+                           f"expected). Fix: the two files come from different versions of the dataset; restore both "
+                           f"from one MIMeta download.")
             if t["task_target"] in ("MULTICLASS_CLASSIFICATION", "BINARY_CLASSIFICATION", "ORDINAL_REGRESSION"):
                 k = len(t["labels"])
                 if not np.issubdtype(lab.dtype, np.integer):
-                    out.append(f"{lp}: labels have dtype {lab.dtype}; class labels must be integers 0..{k - 1}.")
+                    out.append(f"{lp}: labels have dtype {lab.dtype}; class labels must be integers 0..{k - 1}. "
+                               f"Fix: save them with np.save(path, labels.astype(np.int64)).")
                 elif lab.size:
                     lo, hi = int(lab.min()), int(lab.max())
                     if t["task_target"] == "BINARY_CLASSIFICATION":
@@ -461,11 +614,18 @@ def _check_dataset(d: Path) -> list[str]:
                         bad = int(np.count_nonzero((lab < 0) | (lab >= k)))
                         out.append(
                             f"{lp}: {bad} label(s) outside the {k} classes of task '{t['task_name']}' "
-                            f"(values range {lo}..{hi}, valid 0..{k - 1})."
+                            f"(values range {lo}..{hi}, valid 0..{k - 1}). Fix: add the missing classes to "
+                            f"tasks[{ti}].labels in info.yaml, or correct the label file."
                         )
 
     # splits
-    for policy, sub in SPLIT_DIRS.items():
+    if policy is None:
+        policies = list(SPLIT_DIRS.items())
+    else:
+        policies = [(policy, SPLIT_DIRS[policy])] if policy in SPLIT_DIRS else []
+        if policy == "random" and n_images == 0:
+            out.append(f"{h5_path}: the random split policy needs at least one image. {_FIX_DOWNLOAD}")
+    for pol, sub in policies:
         counts_key = f"{sub}_num_samples"
         declared = raw.get(counts_key) if isinstance(raw, dict) and isinstance(raw.get(counts_key), dict) else {}
         seen: dict[int, str] = {}
@@ -474,25 +634,33 @@ def _check_dataset(d: Path) -> list[str]:
             if not sp.is_file():
                 # original_splits may legitimately lack a split (mimeta lists only those with count > 0);
                 # bttui's default policy needs all three of splits/.
-                if policy == "mimeta" or int(declared.get(split, 0) or 0) > 0:
-                    out.append(f"{sp}: missing ({policy} policy needs train, val and test split files).")
+                if pol == "mimeta" or policy == "original" or int(declared.get(split, 0) or 0) > 0:
+                    out.append(f"{sp}: missing ({pol} policy needs train, val and test split files). {_FIX_SPLIT}")
                 continue
             try:
                 with open(sp, encoding="utf-8") as fh:
                     lines = [x.strip() for x in fh.readlines()]
             except (OSError, UnicodeDecodeError) as exc:
-                out.append(f"{sp}: unreadable ({exc}).")
+                out.append(f"{sp}: unreadable ({exc}). {_FIX_SPLIT}")
                 continue
             idx = []
+            bad_lines = 0
             for ln, text in enumerate(lines, 1):
                 if not text:
                     continue
                 try:
                     idx.append(int(text.split("/")[-1].split(".")[0]))
                 except ValueError:
-                    out.append(f"{sp}:{ln}: '{text}' is not of the form 'images/000123.tiff'.")
+                    bad_lines += 1
+                    if bad_lines == 1:
+                        first_bad = (ln, text)
+            if bad_lines:
+                out.append(f"{sp}:{first_bad[0]}: '{first_bad[1]}' is not of the form 'images/000123.tiff'"
+                           f"{f' ({bad_lines} such lines)' if bad_lines > 1 else ''}. {_FIX_SPLIT}")
             if not idx:
-                out.append(f"{sp}: empty split (no image listed).")
+                if not bad_lines:
+                    out.append(f"{sp}: empty split (no image listed). Fix: list at least one image per line as "
+                               f"'images/000123.tiff', or use another data.split_policy.")
                 continue
             arr = np.array(idx, dtype=np.int64)
             if n_images is not None:
@@ -500,56 +668,70 @@ def _check_dataset(d: Path) -> list[str]:
                 if oob.size:
                     out.append(
                         f"{sp}: {oob.size} index(es) out of range for {n_images} images "
-                        f"(e.g. {int(oob[0])}; valid 0..{n_images - 1})."
+                        f"(e.g. {int(oob[0])}; valid 0..{n_images - 1}). {_FIX_SPLIT}"
                     )
             uniq, counts = np.unique(arr, return_counts=True)
             if (counts > 1).any():
-                out.append(f"{sp}: {int((counts > 1).sum())} index(es) listed more than once (e.g. {int(uniq[counts > 1][0])}).")
+                out.append(f"{sp}: {int((counts > 1).sum())} index(es) listed more than once "
+                           f"(e.g. {int(uniq[counts > 1][0])}). Fix: remove the repeated lines.")
             for i in uniq.tolist():
                 if i in seen:
                     out.append(
                         f"{sp}: index {i} is also in {sub}/{seen[i]}.txt (splits must not overlap); "
-                        f"further overlaps between these files are not listed."
+                        f"further overlaps between these files are not listed. {_FIX_SPLIT}"
                     )
                     break
             for i in uniq.tolist():
                 seen.setdefault(i, split)
             if split in declared and _is_int(declared[split]) and int(declared[split]) != len(arr):
-                out.append(f"{sp}: {len(arr)} lines but info.yaml {counts_key}.{split} says {declared[split]}.")
+                out.append(f"{sp}: {len(arr)} lines but info.yaml {counts_key}.{split} says {declared[split]}. "
+                           f"Fix: set {counts_key}.{split} to {len(arr)} in info.yaml, or restore the split file.")
     return out
 
 
-def _check_hdf5(path: Path, raw: dict | None) -> list[str]:
+def _check_hdf5(path: Path, raw: dict | None) -> tuple[list[str], int | None]:
+    """Problems of images.hdf5 and its image count (None when unusable)."""
     import h5py
 
     try:
         f = h5py.File(path, "r")
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt files raise OSError or others
-        return [f"{path}: unreadable HDF5 file ({str(exc).splitlines()[0]}); regenerate or re-download it."]
+        return [f"{path}: unreadable HDF5 file ({str(exc).splitlines()[0]}); the file is damaged or truncated. "
+                f"{_FIX_DOWNLOAD}"], None
     out: list[str] = []
     with f:
         if "images" not in f:
-            return [f"{path}: no dataset 'images' (found: {', '.join(f.keys()) or 'nothing'})."]
+            return [f"{path}: no dataset 'images' (found: {', '.join(f.keys()) or 'nothing'}); MIMeta stores pixels "
+                    f"in images.hdf5['images']. {_FIX_DOWNLOAD}"], None
         ds = f["images"]
-        if ds.dtype != np.uint8:
-            out.append(f"{path}: 'images' has dtype {ds.dtype}; MIMeta stores uint8 pixels.")
+        if not isinstance(ds, h5py.Dataset):
+            return [f"{path}: 'images' is a group, not an array. {_FIX_DOWNLOAD}"], None
         shape = ds.shape
+        if ds.dtype != np.uint8:
+            out.append(f"{path}: 'images' has dtype {ds.dtype}; MIMeta stores uint8 pixels (0-255). "
+                       f"Fix: convert with images.astype(np.uint8) after scaling to 0-255, or restore the file.")
         if len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] != 3):
-            out.append(f"{path}: 'images' has shape {shape}; expected [N,H,W] (grayscale) or [N,H,W,3] (RGB).")
-            return out
-        if shape[0] == 0:
-            out.append(f"{path}: 'images' holds no images.")
-            return out
+            out.append(f"{path}: 'images' has shape {shape}; expected [N,H,W] (grayscale) or [N,H,W,3] (RGB). "
+                       f"{_FIX_DOWNLOAD}")
+            return out, None
+        n = int(shape[0])
+        if n == 0:
+            out.append(f"{path}: 'images' holds no images. {_FIX_DOWNLOAD}")
+            return out, 0
         try:
             # Touch the first and last image: a file cut short after its header fails here.
             ds[0]
-            ds[shape[0] - 1]
+            ds[n - 1]
         except Exception as exc:  # noqa: BLE001
-            out.append(f"{path}: pixel data unreadable ({str(exc).splitlines()[0]}); the file is probably truncated.")
+            out.append(f"{path}: pixel data unreadable ({str(exc).splitlines()[0]}); the file is probably "
+                       f"truncated. {_FIX_DOWNLOAD}")
         if raw is not None:
             c = 1 if len(shape) == 3 else 3
             if int(raw["input_size"][0]) != c:
-                out.append(
-                    f"{path}: images have {c} channel(s) but info.yaml input_size says {raw['input_size'][0]}."
-                )
-    return out
+                out.append(f"{path}: images have {c} channel(s) but info.yaml input_size says {raw['input_size'][0]}. "
+                           f"Fix: set input_size to [{c}, {shape[1]}, {shape[2]}] in info.yaml.")
+            elif [int(v) for v in raw["input_size"][1:]] != [int(shape[1]), int(shape[2])]:
+                out.append(f"{path}: images are {shape[1]}x{shape[2]} but info.yaml input_size says "
+                           f"{raw['input_size'][1]}x{raw['input_size'][2]}. Fix: set input_size to "
+                           f"[{c}, {shape[1]}, {shape[2]}] in info.yaml.")
+    return out, n

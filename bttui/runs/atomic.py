@@ -14,6 +14,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from bttui.faults import fault_point
+
 # Regular-file mode before the umask, as open() uses: created files honour the user's umask.
 _FILE_MODE = 0o666
 
@@ -91,6 +93,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+        fault_point("atomic.temp_written")
         os.replace(tmp, target)
     except BaseException:
         try:
@@ -98,6 +101,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         except OSError:
             pass
         raise
+    fault_point("atomic.replaced")
     _fsync_dir(folder)
 
 

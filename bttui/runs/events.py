@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bttui.faults import fault_point, fault_torn_write
 from bttui.runs.atomic import dumps
 
 _FILE_MODE = 0o666  # before the umask, like open()
@@ -58,10 +59,12 @@ class EventWriter:
         event.update(fields)
         data = (dumps(event) + "\n").encode("utf-8")
         # One call writes the whole line on regular files; the loop only guards against a short write.
+        fault_torn_write("events.torn", self._fd, data)
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
+        fault_point("events.written")
         return event
 
     def close(self) -> None:

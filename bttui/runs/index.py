@@ -18,11 +18,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Iterable
 
+from bttui.faults import fault_point
 from bttui.runs import liveness
 from bttui.runs.atomic import read_json
 from bttui.runs.layout import RunPaths
 from bttui.runs.status import ACTIVE_STATUSES, effective_status, progress
-from bttui.runs.store import Store, load_record
+from bttui.runs.store import Store, db_dir, load_record, slurm_adjusted
 
 SCHEMA_VERSION = 1
 COLUMNS = ("id", "name", "created", "status", "reason", "stage", "progress", "best_accuracy", "datasets",
@@ -110,7 +111,7 @@ class Index:
 
     def __init__(self, store: Store | str | os.PathLike) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
-        self.path = self.store.root / ".bttui" / "index.sqlite"
+        self.path = db_dir(self.store.root) / "index.sqlite"  # local disk when the store is on NFS
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self.last_changed: set[str] = set()
@@ -220,6 +221,7 @@ class Index:
                 conn.execute("DELETE FROM runs")
 
         self._run(clear)
+        fault_point("index.rebuild.cleared")
         return self.refresh()
 
     def rows(self, status: str | Iterable[str] | None = None, limit: int | None = None,
@@ -278,7 +280,7 @@ class Index:
                 # Unchanged files, but the process behind them may have died since the last refresh.
                 data = read_json(run_dir / "status.json", default=None)
                 data = data if isinstance(data, dict) else {}
-                status, reason = effective_status(data, now, host=host, boot=boot)
+                status, reason = slurm_adjusted(run_dir, *effective_status(data, now, host=host, boot=boot))
                 if status != old[1]:
                     status_updates.append((status, reason, now, run_id))
         gone = [run_id for run_id in known if run_id not in seen]
@@ -288,6 +290,7 @@ class Index:
                 upserts)
             conn.executemany("UPDATE runs SET status = ?, reason = ?, updated = ? WHERE id = ?", status_updates)
             conn.executemany("DELETE FROM runs WHERE id = ?", [(run_id,) for run_id in gone])
+            fault_point("index.refresh.mid_transaction")
         self.last_changed = {row[0] for row in upserts} | {u[3] for u in status_updates} | set(gone)
 
     def _read_row(self, run_dir: Path, sig: str, now: float, host: str, boot: str | None) -> tuple | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import time
@@ -19,11 +20,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bttui.errors import BttuiError
+from bttui.faults import fault_point
 from bttui.runs import liveness
 from bttui.runs.atomic import read_json, write_json_atomic, write_text_atomic
 from bttui.runs.events import EventLog, read_events
 from bttui.runs.layout import RunPaths, is_safe_component, iso_utc, new_run_id, slugify
-from bttui.runs.status import QUEUED, RUN_STATUSES, effective_status
+from bttui.runs.status import ACTIVE_STATUSES, QUEUED, RUN_STATUSES, effective_status
 
 RUN_FORMAT = 1
 DEFAULT_STORE = "runs"
@@ -48,6 +50,61 @@ def _settings_store() -> str | None:
     except ImportError:  # the config package is optional for browsing copied runs
         return None
     return load_settings().store
+
+
+# SQLite's WAL needs shared memory and POSIX locks that these filesystems do not give reliably.
+NETWORK_FS_PREFIXES = ("nfs", "cifs", "smb", "fuse", "9p", "afs", "sshfs", "davfs", "glusterfs", "ceph")
+_db_dirs: dict[str, Path] = {}
+
+
+def filesystem_type(path: str | os.PathLike) -> str | None:
+    """The type of the filesystem holding `path` (its nearest existing parent), from /proc/mounts; None if unknown."""
+    p = os.path.realpath(os.path.abspath(os.fspath(path)))
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    best, best_type = "", None
+    try:
+        with open("/proc/mounts", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                # Mount points escape spaces and tabs as octal (\040).
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+                inside = p == point or p.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, best_type = point, fields[2]
+    except OSError:
+        return None
+    return best_type
+
+
+def db_dir(store_root: str | os.PathLike) -> Path:
+    """Where the store's index and queue databases live: `<store>/.bttui`, or for a store on a network
+    filesystem a local folder (settings `local_db_dir`, else $XDG_CACHE_HOME/bttui) / <hash of the store path>."""
+    root = os.path.abspath(os.path.expanduser(os.fspath(store_root)))
+    cached = _db_dirs.get(root)
+    if cached is not None:
+        return cached
+    fs = (filesystem_type(root) or "").lower()
+    if fs.startswith(NETWORK_FS_PREFIXES):
+        base = None
+        try:
+            from bttui.config.settings import load_settings
+
+            base = load_settings().local_db_dir
+        except Exception:  # noqa: BLE001 - a broken settings file: the default location still works
+            base = None
+        if not base:
+            cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+            base = os.path.join(cache, "bttui")
+        import hashlib
+
+        chosen = Path(base) / hashlib.sha256(root.encode()).hexdigest()[:16]
+    else:
+        chosen = Path(root) / ".bttui"
+    _db_dirs[root] = chosen
+    return chosen
 
 
 def _config_api() -> tuple[Any, Any]:
@@ -132,7 +189,7 @@ def load_record(run_dir: str | os.PathLike, *, now: float | None = None, host: s
         return None
     status_data = read_json(paths.status, default=None)
     status_data = status_data if isinstance(status_data, dict) else {}
-    status, reason = effective_status(status_data, now, host=host, boot=boot)
+    status, reason = slurm_adjusted(paths.dir, *effective_status(status_data, now, host=host, boot=boot))
     name = run_data.get("name")
     created = run_data.get("created")
     return RunRecord(
@@ -145,6 +202,15 @@ def load_record(run_dir: str | os.PathLike, *, now: float | None = None, host: s
         status_data=status_data,
         run_data=run_data,
     )
+
+
+def slurm_adjusted(run_dir: Path, status: str, reason: str | None) -> tuple[str, str | None]:
+    """A queued/running Slurm run (it has a slurm.json) whose job squeue no longer lists is crashed."""
+    if status in ACTIVE_STATUSES and (run_dir / "slurm.json").is_file():
+        from bttui.runs.slurm import adjust_status
+
+        return adjust_status(run_dir, status, reason)
+    return status, reason
 
 
 def is_run_entry(name: str) -> bool:
@@ -164,8 +230,10 @@ class Store:
     # ------------------------------------------------------------ creating
 
     def create_run(self, cfg: Any, *, config_path: str | os.PathLike | None = None,
-                   sweep_id: str | None = None, status: str = QUEUED) -> RunPaths:
+                   sweep_id: str | None = None, status: str = QUEUED, extra: dict | None = None) -> RunPaths:
         """Make a complete run directory for `cfg` and return its paths.
+
+        `extra` adds keys to run.json (e.g. a sweep's `sweep_point`); it never replaces the standard ones.
 
         The directory is built as `.tmp-<id>` inside the store and renamed into
         place, so listings never see a half-made run.
@@ -206,6 +274,8 @@ class Store:
                     "sweep_id": sweep_id,
                     "config_path": os.path.abspath(config_path) if config_path is not None else None,
                 }
+                for key, value in (extra or {}).items():
+                    run_data.setdefault(key, value)
                 write_json_atomic(paths.run_json, run_data)
                 write_text_atomic(paths.config_toml, toml_text)
                 status_data: dict[str, Any] = {
@@ -222,6 +292,7 @@ class Store:
                 if final.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
                     continue
+                fault_point("store.create_run.tmp_built")
                 os.rename(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -278,6 +278,10 @@ def apply_view(x: Tensor, p: dict[str, Tensor], size: int) -> Tensor:
     return x
 
 
+def _rows(params: dict[str, Tensor], lo: int, hi: int) -> dict[str, Tensor]:
+    return {k: v[lo:hi] for k, v in params.items()}
+
+
 class TwoViewAugment:
     """Two augmented, normalised 3-channel views of a uint8 batch ``[B, C, H, W]`` (C = 1 or 3)."""
 
@@ -295,9 +299,19 @@ class TwoViewAugment:
         return (sample_view_params(self.views[0], batch, height, width, generator),
                 sample_view_params(self.views[1], batch, height, width, generator))
 
-    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None,
+                 shard: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
+        """Views of ``images``. ``shard=(rank, world_size)``: ``images`` is rank's slice of a global batch of
+        ``world_size * B``; parameters are drawn for the global batch (every rank advances the shared
+        generator alike) and this slice's rows kept, so the views do not depend on the number of ranks.
+        """
         b, _, h, w = images.shape
-        p1, p2 = self.sample(b, h, w, generator)
+        if shard is None or shard[1] <= 1:
+            p1, p2 = self.sample(b, h, w, generator)
+        else:
+            rank, world = shard
+            g1, g2 = self.sample(b * world, h, w, generator)
+            p1, p2 = (_rows(g1, rank * b, (rank + 1) * b), _rows(g2, rank * b, (rank + 1) * b))
         x = to_float(images)
         v1 = normalize(apply_view(x, p1, self.image_size), self.mean, self.std)
         v2 = normalize(apply_view(x, p2, self.image_size), self.mean, self.std)

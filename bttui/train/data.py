@@ -5,12 +5,26 @@ reader (``mimeta.MIMeta``); pixels are read from ``images.hdf5`` in bulk
 chunks (mimeta's per-item PIL path would take minutes for CRC's 107k images)
 and resized as a batch with antialiased bilinear interpolation. The resized
 uint8 array can be cached as a memory-mapped ``.npy`` so later runs start in
-seconds. Also: nested stratified label subsets and pretraining concatenation.
-"""
+seconds; per-split normalisation statistics are cached beside it as JSON.
+Before anything is read, ``bttui.data.reader.require_valid`` lists every
+problem of the dataset, task and split policy a run needs in one error.
 
+Channels. A dataset keeps the channel count it is stored with (info.yaml
+``input_size``, as mimeta does): grayscale organ slices load as 1 channel,
+RGB histology (CRC) as 3. ``data.grayscale`` turns RGB into one luma channel
+(the authors' code did this for every dataset). When several datasets are
+concatenated for cross-domain pretraining (``concat_for_pretraining``), every
+1-channel image is replicated to 3 identical channels and RGB stays RGB, so a
+mixed organ + CRC pretraining set is one [M,3,S,S] array and the backbone
+always sees three channels; the augmentations and ``normalize`` do the same
+replication for single-dataset batches.
+
+Also: nested stratified label subsets and pretraining concatenation.
+"""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import secrets
@@ -23,6 +37,7 @@ import numpy as np
 
 from bttui.data import reader
 from bttui.errors import BttuiError
+from bttui.faults import fault_point
 
 # Bump when the pixel pipeline changes so stale caches are never reused.
 CACHE_VERSION = 1
@@ -44,6 +59,7 @@ class DatasetArrays:
     splits: dict[str, np.ndarray]
     channels: int
     cache_path: Path | None = field(default=None, compare=False)
+    split_policy: str = "mimeta"
 
     @property
     def num_classes(self) -> int:
@@ -241,6 +257,7 @@ def load_pixels(root: str | os.PathLike, dataset_id: str, *, image_size: int, gr
         _fill_pixels(h5_path, mm, c_out, image_size)
         mm.flush()
         del mm
+        fault_point("data.cache.temp_written")
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -272,6 +289,8 @@ def load_dataset(root: str | os.PathLike, dataset_id: str, *, task: str | None =
         raise BttuiError(f"image_size must be a positive integer (data.image_size); got {image_size!r}.")
     info = reader.read_info(root, dataset_id)  # clear errors for unknown ids, escapes, bad info.yaml
     t = info.task(task)
+    # Every problem of the files this run reads, in one error, before mimeta stops at the first one.
+    reader.require_valid(root, dataset_id, task=t.name, policy=split_policy)
     n_images = reader.image_shape(root, dataset_id)[0]  # header only: fail before reading pixels
     labels, classes, splits = _mimeta_view(str(Path(root)), dataset_id, t.name, split_policy, n_images)
     for s, idx in splits.items():
@@ -283,24 +302,43 @@ def load_dataset(root: str | os.PathLike, dataset_id: str, *, task: str | None =
     images, cache_path = load_pixels(root, dataset_id, image_size=image_size, grayscale=grayscale,
                                      channels=info.channels, cache_dir=cache_dir)
     return DatasetArrays(dataset_id=dataset_id, task=t.name, class_names=classes, images=images,
-                         labels=labels, splits=splits, channels=int(images.shape[1]), cache_path=cache_path)
+                         labels=labels, splits=splits, channels=int(images.shape[1]), cache_path=cache_path,
+                         split_policy=split_policy)
 
 
-def label_subset(labels: np.ndarray, train_idx: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+def label_subset(labels: np.ndarray, train_idx: np.ndarray, fraction: float, seed: int, *,
+                 class_names: Sequence[str] | None = None) -> np.ndarray:
     """Stratified, seeded, nested subset of ``train_idx`` keeping ``fraction`` of each class (>= 1 each).
 
     One seeded random order per class (independent of ``fraction``) and the
     first ceil(fraction * n_c) of each, so for one seed the subset at fraction a
     is contained in the subset at any b >= a. Fraction 1.0 returns all of
-    ``train_idx``. Returned sorted.
+    ``train_idx``. Returned sorted. Because every class present gets at least
+    one example, no fraction is "too small"; the one failure is a class with no
+    training image at all, reported when ``class_names`` (the task's classes,
+    index = label) is given.
     """
     if not (0.0 < float(fraction) <= 1.0):
         raise BttuiError(f"Label fraction must be in (0, 1]; got {fraction!r} (finetune.label_fractions).")
     train_idx = np.asarray(train_idx, dtype=np.int64)
-    if float(fraction) == 1.0:
-        return np.sort(train_idx)
+    if train_idx.size == 0:
+        raise BttuiError("The training split is empty, so no labelled subset can be drawn; check the dataset's "
+                         "split files with `bttui data check` or use another data.split_policy.")
     labels = np.asarray(labels)
     train_labels = labels[train_idx]
+    if class_names is not None:
+        present = np.bincount(train_labels[(train_labels >= 0) & (train_labels < len(class_names))].astype(np.int64),
+                              minlength=len(class_names))
+        missing = [f"{i} ({class_names[i]})" for i in np.flatnonzero(present == 0)]
+        if missing:
+            raise BttuiError(
+                f"Label fraction {fraction:g} cannot give one training example per class: class"
+                f"{'es' if len(missing) > 1 else ''} {', '.join(missing)} ha{'ve' if len(missing) > 1 else 's'} no "
+                f"image in the training split ({len(train_idx)} images). Use a split policy whose training split "
+                f"covers every class (data.split_policy), or a task whose classes all occur in training."
+            )
+    if float(fraction) == 1.0:
+        return np.sort(train_idx)
     rng = np.random.default_rng(seed)
     chosen = []
     for c in np.unique(train_labels):  # sorted: same classes -> same rng stream for every fraction
@@ -337,19 +375,105 @@ def concat_for_pretraining(arrays: Sequence[DatasetArrays], splits: Sequence[str
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
-def dataset_stats(images: np.ndarray, batch: int = 1024) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 [N,C,S,S] images, in [0, 1] units (float64 accumulation in chunks)."""
-    if images.ndim != 4 or len(images) == 0:
-        raise ValueError(f"expected a non-empty uint8 [N,C,S,S] array, got shape {images.shape}")
+# Images per statistics chunk: 128 x 3 x 224 x 224 is 19 MB of uint8 (38 MB as uint16 squares).
+STATS_CHUNK = 128
+
+
+def dataset_stats(images: np.ndarray, batch: int = STATS_CHUNK,
+                  indices: np.ndarray | None = None) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 [N,C,S,S] images (or the rows ``indices``), in [0, 1] units.
+
+    Exact integer sums (uint64) of pixels and squared pixels over chunks of
+    ``batch`` images: no float copy of the array, ~0.5 GB/s on one core, so a
+    memory-mapped CRC cache (16 GB) is streamed rather than loaded.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"expected a uint8 [N,C,S,S] array, got shape {images.shape}")
+    idx = None if indices is None else np.sort(np.asarray(indices, dtype=np.int64))
+    n = len(images) if idx is None else len(idx)
+    if n == 0:
+        raise ValueError(f"expected a non-empty uint8 [N,C,S,S] array, got shape {images.shape} with {n} rows selected")
     c = images.shape[1]
-    total = np.zeros(c)
-    total_sq = np.zeros(c)
-    count = 0
-    for start in range(0, len(images), batch):
-        x = np.asarray(images[start:start + batch], dtype=np.float64) / 255.0
-        total += x.sum(axis=(0, 2, 3))
-        total_sq += (x * x).sum(axis=(0, 2, 3))
-        count += x.shape[0] * x.shape[2] * x.shape[3]
-    mean = total / count
-    var = np.maximum(total_sq / count - mean * mean, 0.0)
+    total = np.zeros(c, dtype=np.uint64)
+    total_sq = np.zeros(c, dtype=np.uint64)
+    for start in range(0, n, batch):
+        chunk = images[start:start + batch] if idx is None else images[idx[start:start + batch]]
+        chunk = np.asarray(chunk)
+        if chunk.dtype != np.uint8:
+            chunk = np.clip(chunk, 0, 255).astype(np.uint8)
+        for k in range(c):
+            v = chunk[:, k]
+            total[k] += v.sum(dtype=np.uint64)
+            sq = v.astype(np.uint16)
+            np.multiply(sq, sq, out=sq)  # 255**2 = 65025 fits uint16
+            total_sq[k] += sq.sum(dtype=np.uint64)
+    count = float(n * images.shape[2] * images.shape[3])
+    mean = total.astype(np.float64) / count
+    var = np.maximum(total_sq.astype(np.float64) / count - mean * mean, 0.0)
+    return (mean / 255.0).tolist(), (np.sqrt(var) / 255.0).tolist()
+
+
+def _indices_digest(idx: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(np.sort(np.asarray(idx, dtype=np.int64))).tobytes()).hexdigest()[:16]
+
+
+def stats_path(cache_path: Path, split_policy: str, splits: Sequence[str]) -> Path:
+    """Where the statistics of ``splits`` of a cached dataset live: beside the cache, keyed like it."""
+    return cache_path.with_name(f"{cache_path.stem}.{split_policy}-{'+'.join(splits)}.stats.json")
+
+
+def split_stats(data: DatasetArrays, splits: Sequence[str] = ("train",)) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of ``splits`` of one loaded dataset (default: the training split), in [0, 1] units.
+
+    With a pixel cache (``data.cache_path``) the result is stored beside it as
+    ``<cache stem>.<policy>-<splits>.stats.json`` together with a digest of the
+    indices, so the next run on the same data, size and split reads it back
+    instead of streaming the pixels again. A constant channel keeps std 0 here;
+    callers replace it before dividing.
+    """
+    idx = np.unique(np.concatenate([np.asarray(data.splits[s], dtype=np.int64) for s in splits]))
+    digest = _indices_digest(idx)
+    path = stats_path(data.cache_path, data.split_policy, splits) if data.cache_path is not None else None
+    if path is not None and path.is_file():
+        try:
+            cached = json.loads(path.read_text(encoding="utf-8"))
+            if cached.get("indices_sha256") == digest and cached.get("n") == int(len(idx)):
+                return [float(v) for v in cached["mean"]], [float(v) for v in cached["std"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # unreadable or stale: recompute and overwrite below
+    mean, std = dataset_stats(data.images, indices=idx)
+    if path is not None:
+        tmp = path.with_name(f".tmp-{path.name}-{secrets.token_hex(4)}")
+        try:
+            tmp.write_text(json.dumps({"dataset": data.dataset_id, "split_policy": data.split_policy,
+                                       "splits": list(splits), "n": int(len(idx)), "indices_sha256": digest,
+                                       "mean": mean, "std": std}), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a read-only cache directory only costs the recomputation
+    return mean, std
+
+
+def concat_stats(arrays: Sequence[DatasetArrays], splits: Sequence[str] = ("train",)) -> tuple[list[float], list[float]]:
+    """Mean/std (3 channels) of what ``concat_for_pretraining(arrays, splits)`` returns, from per-dataset stats.
+
+    Combines each dataset's (cached) ``split_stats`` weighted by its pixel
+    count, with 1-channel datasets counted in all three channels, exactly as the
+    concatenation replicates them; no pass over the concatenated array.
+    """
+    n_tot = 0.0
+    s1 = np.zeros(3)
+    s2 = np.zeros(3)
+    for a in arrays:
+        mean, std = split_stats(a, splits)
+        m = np.resize(np.asarray(mean, dtype=np.float64), 3)  # 1 channel -> the same value three times
+        sd = np.resize(np.asarray(std, dtype=np.float64), 3)
+        n = float(len(np.unique(np.concatenate([np.asarray(a.splits[s]) for s in splits])))) * a.images.shape[2] * a.images.shape[3]
+        n_tot += n
+        s1 += n * m
+        s2 += n * (sd * sd + m * m)
+    if n_tot == 0:
+        raise BttuiError("No pretraining images: every dataset's chosen splits are empty (pretrain.splits).")
+    mean = s1 / n_tot
+    var = np.maximum(s2 / n_tot - mean * mean, 0.0)
     return mean.tolist(), np.sqrt(var).tolist()

@@ -23,12 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from bttui.errors import BttuiError
+from bttui.faults import fault_point
 from bttui.train.augment import LightAugment, eval_transform
 from bttui.train.model import BACKBONE_STAGES, Readout, build_backbone, extract_features, feature_dim
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 LBFGS_L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # L2 strengths tried on the validation split
+LBFGS_MAX_ITER = 200  # per L2 value; warm starts make the later ones converge in far fewer
 BOOTSTRAP_RESAMPLES = 1000
 
 
@@ -63,33 +65,75 @@ def imagenet_weights_path(cfg: Any) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(ResNet18_Weights.IMAGENET1K_V1.url)
 
 
-def backbone_state_dict(obj: Any, source: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The backbone weights in ``obj`` (a bttui checkpoint or a plain torchvision ResNet state dict) and its metadata.
+# Children of ``nn.Sequential(*list(resnet.children())[:-1])`` (lightly's examples build the backbone so):
+# 0 conv1, 1 bn1, 2 relu, 3 maxpool, 4-7 layer1-4, 8 avgpool.
+SEQUENTIAL_RESNET = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")  # DDP, torch.compile, Lightning modules named `model`
+_BACKBONE_PREFIXES = ("backbone.", "encoder.")  # bttui/solo-learn/lightly name it backbone; some code says encoder
 
-    Drops the classifier (``fc.``) and projector, and DDP's ``module.`` prefix.
+
+def _strip(key: str, prefixes: tuple[str, ...]) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
+
+
+def backbone_state_dict(obj: Any, source: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The backbone weights in ``obj`` with torchvision ResNet key names, and its metadata (``meta["format"]``).
+
+    Accepts bttui checkpoints (``{"model": ...}``), plain torchvision ResNet state
+    dicts, PyTorch Lightning checkpoints (``{"state_dict": ...}``) as written by
+    solo-learn (``backbone.conv1.weight``) and lightly (``backbone.0.weight`` from
+    ``nn.Sequential(*list(resnet.children())[:-1])``), and bare lightly backbones
+    (``0.weight``). Drops classifier, projector and momentum-encoder weights and
+    the ``module.`` / ``_orig_mod.`` prefixes of DDP and torch.compile.
     """
     if not isinstance(obj, dict):
         raise BttuiError(f"{source} does not hold a state dict (found {type(obj).__name__}); give a bttui "
-                         "checkpoint (pretrain_*.pt) or a torchvision ResNet state dict.")
+                         "checkpoint (pretrain_*.pt), a torchvision ResNet state dict, or a lightly / solo-learn "
+                         "checkpoint.")
     meta: dict[str, Any] = {}
     if isinstance(obj.get("model"), dict):
         meta = {k: obj[k] for k in ("backbone", "norm", "epoch", "step", "kind") if k in obj}
+        meta["format"] = "bttui"
         sd = obj["model"]
     elif isinstance(obj.get("state_dict"), dict):
+        meta = {"format": "lightning", **({"epoch": obj["epoch"]} if isinstance(obj.get("epoch"), int) else {})}
         sd = obj["state_dict"]
     else:
+        meta = {"format": "state_dict"}
         sd = obj
-    sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items() if torch.is_tensor(v)}
-    if any(k.startswith("backbone.") for k in sd):
-        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
-    sd = {k: v for k, v in sd.items() if not k.startswith(("fc.", "projector."))}
+    sd = {_strip(k, _WRAPPER_PREFIXES): v for k, v in sd.items() if isinstance(k, str) and torch.is_tensor(v)}
+    if any(k.startswith(_BACKBONE_PREFIXES) for k in sd):
+        # Only the online backbone: projector, classifier and momentum copies are other modules.
+        sd = {_strip(k, _BACKBONE_PREFIXES): v for k, v in sd.items() if k.startswith(_BACKBONE_PREFIXES)}
+    if sd and all(k.split(".", 1)[0].isdigit() for k in sd):
+        if meta["format"] != "bttui":
+            meta["format"] = "lightly"
+        mapped = {}
+        for k, v in sd.items():
+            head, _, rest = k.partition(".")
+            mapped[f"{SEQUENTIAL_RESNET[head]}.{rest}" if head in SEQUENTIAL_RESNET else k] = v
+        sd = mapped
+    elif meta["format"] == "lightning" and "conv1.weight" in sd:
+        meta["format"] = "solo-learn"
+    sd = {k: v for k, v in sd.items() if not k.startswith(("fc.", "projector.", "projection_head.", "classifier."))}
     if not sd:
-        raise BttuiError(f"{source} holds no backbone weights; give a bttui checkpoint or a torchvision ResNet state dict.")
+        raise BttuiError(f"{source} holds no backbone weights; give a bttui checkpoint, a torchvision ResNet "
+                         "state dict, or a lightly / solo-learn checkpoint whose backbone is a torchvision ResNet.")
     return sd, meta
 
 
 def load_backbone_weights(path: Path, source_label: str) -> tuple[nn.Module, dict[str, Any], str]:
-    """A backbone built to match the weights in ``path`` and loaded with them; returns (backbone, meta, name)."""
+    """A backbone built to match the weights in ``path`` and loaded with them; returns (backbone, meta, name).
+
+    Any missing key, unexpected key or shape mismatch is an error naming the file
+    and examples of each: a checkpoint of another architecture never loads partly.
+    """
     if not path.is_file():
         raise BttuiError(f"Checkpoint {path} ({source_label}) does not exist.")
     try:
@@ -97,14 +141,25 @@ def load_backbone_weights(path: Path, source_label: str) -> tuple[nn.Module, dic
     except Exception as exc:
         raise BttuiError(f"Cannot read checkpoint {path} ({source_label}): {type(exc).__name__}: {exc}. "
                          "It must be a file written by torch.save holding tensors only.") from exc
-    sd, meta = backbone_state_dict(obj, str(path))
+    sd, meta = backbone_state_dict(obj, f"Checkpoint {path} ({source_label})")
     name = meta.get("backbone") or ("resnet50" if "layer1.0.conv3.weight" in sd else "resnet18")
     backbone = build_backbone(name)
-    missing, unexpected = backbone.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise BttuiError(f"Checkpoint {path} ({source_label}) does not fit a {name} backbone: "
-                         f"{len(missing)} missing keys (e.g. {', '.join(missing[:3]) or '-'}), "
-                         f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3]) or '-'}).")
+    own = backbone.state_dict()
+    # Old checkpoints lack BatchNorm's num_batches_tracked counters; they carry no weights.
+    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k} {list(sd[k].shape)} vs {list(own[k].shape)}" for k in sd
+              if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        def some(items: list[str]) -> str:
+            return ", ".join(items[:3]) or "-"
+
+        raise BttuiError(f"Checkpoint {path} ({source_label}, read as {meta.get('format', 'a state dict')}) does not "
+                         f"fit a torchvision {name} backbone: {len(missing)} missing keys (e.g. {some(missing)}), "
+                         f"{len(unexpected)} unexpected keys (e.g. {some(unexpected)}), {len(shapes)} with another "
+                         f"shape (e.g. {some(shapes)}). bttui fine-tunes torchvision ResNet-18/50 backbones; give a "
+                         "bttui, torchvision, lightly or solo-learn checkpoint of one.")
+    backbone.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
     return backbone, meta, name
 
 
@@ -173,7 +228,8 @@ def resolve_init(cfg: Any, init_text: str, seed: int, *, run_dir: Path,
     norm = None
     if isinstance(meta.get("norm"), dict) and meta["norm"].get("mean"):
         norm = ([float(v) for v in meta["norm"]["mean"]], [float(v) for v in meta["norm"]["std"]])
-    lineage = {"backbone_from": origin, "checkpoint": str(path), "epoch": meta.get("epoch"), "step": meta.get("step")}
+    lineage = {"backbone_from": origin, "checkpoint": str(path), "epoch": meta.get("epoch"), "step": meta.get("step"),
+               "format": meta.get("format")}
     return BackboneInit(backbone, init, origin, norm, name, lineage)
 
 
@@ -245,6 +301,7 @@ def _fit_readout_sgd(train_f: torch.Tensor, train_y: torch.Tensor, val_f: torch.
             loss = F.cross_entropy(logits, train_y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            fault_point("finetune.step.after_backward")
             opt.step()
             tot_loss += float(loss.detach()) * len(idx)
             tot_correct += int((logits.detach().argmax(1) == train_y[idx]).sum())
@@ -277,13 +334,16 @@ def _fit_readout_lbfgs(train_f: torch.Tensor, train_y: torch.Tensor, val_f: torc
     xs = (train_f - mu) / sd
     vs = (val_f - mu) / sd if val_f is not None else None
     best: tuple[float, float, torch.Tensor, torch.Tensor, float] | None = None  # (acc, -loss, W, b, l2)
-    grid = LBFGS_L2_GRID if val_f is not None else (1e-4,)
+    # Strongest regularisation first, each fit warm-started from the previous one: the weakly
+    # regularised problems (slow from zero on near-separable features) start close to their optimum.
+    grid = sorted(LBFGS_L2_GRID, reverse=True) if val_f is not None else [1e-4]
+    w = torch.zeros(n_classes, xs.shape[1], requires_grad=True)
+    b = torch.zeros(n_classes, requires_grad=True)
     for i, l2 in enumerate(grid, start=1):
         if should_stop():
             raise CellStopped()
-        w = torch.zeros(n_classes, xs.shape[1], requires_grad=True)
-        b = torch.zeros(n_classes, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=200, history_size=20, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=LBFGS_MAX_ITER, history_size=20, tolerance_grad=1e-6,
+                                tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
@@ -352,6 +412,56 @@ def _predict(model: Classifier, images: torch.Tensor, mean: list[float], std: li
     return torch.cat(logits), torch.cat(feats)
 
 
+@torch.no_grad()
+def stage_features(backbone: nn.Module, images: torch.Tensor, stages: tuple[str, ...], mean: list[float],
+                   std: list[float], device: torch.device, batch: int,
+                   amp_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """Globally average-pooled outputs [N, C_stage] of the named backbone stages (eval mode, one pass per batch)."""
+    outputs: dict[str, torch.Tensor] = {}
+    feats: dict[str, list[torch.Tensor]] = {s: [] for s in stages}
+
+    def hook(name: str) -> Callable[..., None]:
+        def grab(_m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+            outputs[name] = out
+        return grab
+
+    handles = [getattr(backbone, s).register_forward_hook(hook(s)) for s in stages]
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        for i in range(0, images.shape[0], batch):
+            x = eval_transform(images[i:i + batch].to(device), mean, std)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                backbone(x)
+            for s in stages:
+                feats[s].append(outputs[s].float().mean(dim=(2, 3)).cpu())
+    finally:
+        for h in handles:
+            h.remove()
+        backbone.train(was_training)
+    return {s: torch.cat(v) if v else torch.zeros(0) for s, v in feats.items()}
+
+
+def layer_probe(backbone: nn.Module, stages: tuple[str, ...], splits: dict[str, tuple[torch.Tensor, torch.Tensor] | None],
+                n_classes: int, mean: list[float], std: list[float], device: torch.device, batch: int,
+                amp_dtype: torch.dtype | None, should_stop: Callable[[], bool] = lambda: False) -> dict[str, float]:
+    """Test accuracy of an L-BFGS linear probe on each stage's pooled features (L2 strength chosen on val).
+
+    ``splits`` maps "train", "val" (or None) and "test" to (uint8 images, labels).
+    """
+    feats = {name: (stage_features(backbone, pair[0], stages, mean, std, device, batch, amp_dtype), pair[1])
+             for name, pair in splits.items() if pair is not None}
+    out: dict[str, float] = {}
+    for s in stages:
+        tr, va = feats["train"], feats.get("val")
+        readout, _l2, _val = _fit_readout_lbfgs(tr[0][s], tr[1], va[0][s] if va else None, va[1] if va else None,
+                                                n_classes, _noop, should_stop)
+        te_f, te_y = feats["test"][0][s], feats["test"][1]
+        with torch.no_grad():
+            out[s] = float((readout(te_f).argmax(1) == te_y).float().mean()) if len(te_y) else 0.0
+    return out
+
+
 # ---------------------------------------------------------------------------- the cell
 def run_cell(cfg: Any, cell: Any, data: Any, *, device: torch.device, run_dir: str | os.PathLike,
              emit: Callable[..., Any] = _noop, progress: Callable[..., Any] = _noop,
@@ -364,7 +474,7 @@ def run_cell(cfg: Any, cell: Any, data: Any, *, device: torch.device, run_dir: s
     """
     from bttui.config.init_spec import parse_strategy
     from bttui.runs.atomic import write_json_atomic
-    from bttui.train.data import dataset_stats, label_subset
+    from bttui.train.data import label_subset, split_stats
     from bttui.train.pretrain import resolve_precision
 
     t0 = time.perf_counter()
@@ -374,10 +484,15 @@ def run_cell(cfg: Any, cell: Any, data: Any, *, device: torch.device, run_dir: s
     artifacts = run_dir / "artifacts"
     strategy = parse_strategy(cell.strategy)
     n_classes = len(data.class_names)
+    if n_classes < 2:
+        raise BttuiError(f"Dataset {cell.dataset}, task {data.task!r} has {n_classes} class"
+                         f"{'' if n_classes == 1 else 'es'}; classification needs at least 2. Pick another task "
+                         "with finetune.task.")
     amp_dtype = resolve_precision(cfg.pretrain.precision if cfg.pretrain is not None else "auto", device)
 
     # ---- labels: a stratified, nested subset of the train split; val and test untouched
-    train_idx = np.asarray(label_subset(data.labels, data.splits["train"], cell.label_fraction, cell.seed))
+    train_idx = np.asarray(label_subset(data.labels, data.splits["train"], cell.label_fraction, cell.seed,
+                                        class_names=data.class_names))
     val_idx = np.asarray(data.splits.get("val", np.empty(0, dtype=np.int64)))
     test_idx = np.asarray(data.splits["test"])
     (artifacts / "splits").mkdir(parents=True, exist_ok=True)
@@ -392,7 +507,7 @@ def run_cell(cfg: Any, cell: Any, data: Any, *, device: torch.device, run_dir: s
     if init.norm is not None:
         mean, std = init.norm
     else:
-        mean, std = dataset_stats(np.asarray(data.images[np.asarray(data.splits["train"])]))
+        mean, std = split_stats(data)
         std = [s if s > 1e-6 else 1.0 for s in std]
     backbone = init.backbone.to(device)
     dim = feature_dim(backbone)
@@ -409,6 +524,7 @@ def run_cell(cfg: Any, cell: Any, data: Any, *, device: torch.device, run_dir: s
 
     def on_epoch(epoch: int, stats: dict[str, float], best: float | None) -> None:
         emit("cell_epoch", stage="finetune", cell=cell.id, epoch=epoch, **{k: round(v, 6) for k, v in stats.items()})
+        fault_point("finetune.epoch")
         progress(stage="finetune", cell=cell.id, epoch=epoch, epochs=ft.epochs,
                  best_accuracy=None if best is None or best < 0 else round(best, 6))
 
@@ -455,6 +571,7 @@ def run_cell(cfg: Any, cell: Any, data: Any, *, device: torch.device, run_dir: s
                 loss = F.cross_entropy(logits.float(), y_tr[idx].to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                fault_point("finetune.step.after_backward")
                 opt.step()
                 tot_loss += float(loss.detach()) * len(idx)
                 tot_correct += int((logits.argmax(1).cpu() == y_tr[idx]).sum())
@@ -491,6 +608,26 @@ def run_cell(cfg: Any, cell: Any, data: Any, *, device: torch.device, run_dir: s
                         predictions=pred.astype(np.int64), indices=test_idx.astype(np.int64))
     os.replace(tmp, cell_dir / "test_features.npz")
 
+    # ---- layer-wise probes of the backbone this cell tested (for `linear`: the pretrained one)
+    if ft.probe_layers:
+        stages = tuple(s for s in BACKBONE_STAGES if s in ft.probe_layers)
+        extra["layer_probe"] = layer_probe(
+            model.backbone, stages,
+            {"train": (x_tr, y_tr), "val": (x_va, y_va) if x_va is not None else None, "test": (x_te, y_te)},
+            n_classes, mean, std, device, batch, amp_dtype, should_stop)
+
+    # ---- 2-D embeddings of the test features; a failure here costs the picture, not the cell
+    if ft.embeddings:
+        from bttui.train.embed import write_embeddings
+
+        try:
+            extra["embeddings"] = write_embeddings(cell_dir, feats_te.numpy(), truth, list(data.class_names),
+                                                   ft.embeddings, seed=cell.seed)
+        except Exception as exc:  # noqa: BLE001 - e.g. umap-learn missing or too few test images
+            emit("log", level="warning", cell=cell.id, message=f"cell {cell.id}: embeddings failed: "
+                                                             f"{type(exc).__name__}: {exc}")
+            extra["embeddings_error"] = f"{type(exc).__name__}: {exc}"
+
     result: dict[str, Any] = {
         "cell": cell.id, "dataset": cell.dataset, "task": data.task, "init": init.init, "strategy": str(strategy),
         "label_fraction": cell.label_fraction, "n_train": int(len(train_idx)), "seed": cell.seed, "status": "completed",
@@ -500,6 +637,6 @@ def run_cell(cfg: Any, cell: Any, data: Any, *, device: torch.device, run_dir: s
         "test_accuracy_ci": bootstrap_ci((pred == truth).astype(np.float64), seed=cell.seed),
         "probe": probe, "n_val": int(len(val_idx)), "n_test": int(len(test_idx)),
         "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
-        "backbone": init.name, "time_s": round(time.perf_counter() - t0, 3), "error": None, **extra,
+        "backbone": init.name, "artifacts": f"artifacts/cells/{cell.slug}", "time_s": round(time.perf_counter() - t0, 3), "error": None, **extra,
     }
     return result

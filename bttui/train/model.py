@@ -58,15 +58,20 @@ class Projector(nn.Sequential):
 class BarlowTwins(nn.Module):
     """Backbone + projector trained with the Barlow Twins loss on two views of a batch.
 
-    ``projector`` is either a list of layer widths or a ready ``nn.Module``.
+    ``projector`` is either a list of layer widths or a ready ``nn.Module``. ``distributed``:
+    the loss is that of the global batch across torchrun ranks (bttui.train.loss).
     """
 
-    def __init__(self, backbone: nn.Module, projector: Sequence[int] | nn.Module, lambd: float = 0.0051) -> None:
+    def __init__(self, backbone: nn.Module, projector: Sequence[int] | nn.Module, lambd: float = 0.0051,
+                 distributed: bool = False) -> None:
         super().__init__()
+        self.distributed = bool(distributed)
         self.backbone = backbone
         if isinstance(projector, nn.Module):
             self.projector = projector
         else:
+            if len(projector) == 0:
+                raise ValueError("pretrain.projector is empty; give at least one layer width, e.g. [2048, 2048, 2048]")
             self.projector = Projector(feature_dim(backbone), projector)
         self.lambd = float(lambd)
 
@@ -79,7 +84,10 @@ class BarlowTwins(nn.Module):
         # Two separate passes (as the reference) so BatchNorm statistics are per view.
         z1 = self.embed(x1)
         z2 = self.embed(x2)
-        loss, on_diag, off_diag = barlow_twins_loss(z1, z2, self.lambd)
+        if self.distributed:
+            loss, on_diag, off_diag = barlow_twins_loss(z1, z2, self.lambd, distributed=True)
+        else:
+            loss, on_diag, off_diag = barlow_twins_loss(z1, z2, self.lambd)
         return loss, on_diag, off_diag, z1, z2
 
 

@@ -5,6 +5,11 @@ as one uint8 tensor (on the GPU when it fits), views are made on the device with
 per-sample parameters (bttui.train.augment), and every random draw of an epoch comes
 from a ``torch.Generator`` seeded with (seed, epoch), so a run resumed from a
 checkpoint repeats the uninterrupted run's steps exactly.
+
+Under torchrun (bttui.train.distributed) every rank runs this loop on its
+``batch_size / world_size`` slice of each global batch; augmentation parameters are
+drawn for the global batch, so views (and a resume) do not depend on the number of
+ranks. Only rank 0 emits events, updates status and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bttui.errors import BttuiError
+from bttui.faults import fault_point
+from bttui.train import distributed as dist_mod
 from bttui.train.augment import TwoViewAugment
 from bttui.train.loss import cross_correlation
 from bttui.train.model import BarlowTwins, build_backbone, extract_features, feature_dim
@@ -187,6 +194,30 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+@dataclass(frozen=True)
+class SpeedPlan:
+    """The speed settings a run actually uses on its device (CPU: all off, fp32, exact)."""
+
+    amp_dtype: torch.dtype | None
+    scaler: bool  # GradScaler: fp16 on CUDA only (bf16 has fp32's exponent range)
+    channels_last: bool
+    cudnn_benchmark: bool
+    compile: bool
+
+    @property
+    def precision(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+
+
+def speed_plan(pc: Any, device: torch.device) -> SpeedPlan:
+    """Resolve ``pretrain.precision``, ``channels_last`` and ``compile`` for ``device``."""
+    device = torch.device(device)
+    amp_dtype = resolve_precision(pc.precision, device)
+    cuda = device.type == "cuda"
+    return SpeedPlan(amp_dtype=amp_dtype, scaler=cuda and amp_dtype == torch.float16,
+                     channels_last=bool(pc.channels_last and cuda), cudnn_benchmark=cuda, compile=bool(pc.compile))
+
+
 # ---------------------------------------------------------------------------- health metrics
 def effective_rank(features: torch.Tensor) -> float:
     """exp(entropy) of the normalised singular values (Roy & Vetterli 2007; RankMe)."""
@@ -263,8 +294,11 @@ def save_atomic(obj: Any, path: Path) -> None:
     """torch.save to a temp file in the same directory, then os.replace (never a torn checkpoint)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    from bttui.runs.disk import ensure_free, estimate_bytes  # a full disk: a clear failure, not a torn file
+    ensure_free(path.parent, estimate_bytes(obj), f"checkpoint {path.name}")
     try:
         torch.save(obj, tmp)
+        fault_point("pretrain.checkpoint.temp_written")
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -292,6 +326,62 @@ def find_resume_checkpoint(ckpt_dir: Path) -> tuple[Path, dict[str, Any]] | None
         except Exception:
             continue  # a torn or foreign file: try the next older one
     return None
+
+
+# Keys a resumed run must share with the checkpoint it continues: the architecture, and what
+# decides the data order and the meaning of a step (changing them mid-run breaks exact resume).
+CRITICAL_KEYS = ("pretrain.backbone", "pretrain.projector", "pretrain.batch_size", "data.image_size",
+                 "pretrain.datasets", "pretrain.splits", "data.split_policy", "data.grayscale", "seed")
+
+
+def critical_config(cfg: Any) -> dict[str, Any]:
+    """The values of :data:`CRITICAL_KEYS` in ``cfg`` (plain lists and scalars, recorded in checkpoints)."""
+    out: dict[str, Any] = {}
+    for key in CRITICAL_KEYS:
+        obj = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        out[key] = list(obj) if isinstance(obj, (list, tuple)) else obj
+    return out
+
+
+def check_resume_compatible(ck: Any, cfg: Any, path: Path) -> None:
+    """BttuiError (raised before anything is written) when checkpoint ``path`` cannot continue under ``cfg``."""
+    if not isinstance(ck, dict) or ck.get("kind") != "bttui-pretrain" or "model" not in ck:
+        raise BttuiError(f"cannot resume from {path}: it is not a bttui pretraining checkpoint (no kind = "
+                         "\"bttui-pretrain\" with model weights); remove it from the run's checkpoints/ folder or "
+                         "start a new run; nothing was overwritten.")
+    recorded = ck.get("config")
+    if not isinstance(recorded, dict):  # checkpoints written before the config was recorded
+        recorded = {"pretrain.backbone": ck.get("backbone"), "pretrain.projector": ck.get("projector")}
+    now = critical_config(cfg)
+    changed = [f"{k} was {recorded[k]!r} and is now {now[k]!r}" for k in CRITICAL_KEYS
+               if recorded.get(k) is not None and _norm(recorded[k]) != _norm(now[k])]
+    if changed:
+        raise BttuiError(f"cannot resume from {path}: the run's config.toml changed incompatibly since that "
+                         f"checkpoint was written ({'; '.join(changed)}). Restore the old values in config.toml, or "
+                         "start a new run with the new config; nothing was overwritten.")
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_norm(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def load_model_state(model: nn.Module, state: Any, path: Path, cfg: Any) -> None:
+    """``model.load_state_dict(state)``; a checkpoint of another architecture becomes a clear BttuiError."""
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+        raise BttuiError(f"cannot resume from {path}: its weights do not fit this run's model (pretrain.backbone = "
+                         f"{cfg.pretrain.backbone!r}, pretrain.projector = {list(cfg.pretrain.projector)}); it was "
+                         f"written for another architecture ({detail[:300]}). Remove the checkpoint or start a new "
+                         "run; nothing was overwritten.") from None
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -324,18 +414,29 @@ def _noop(*_a: Any, **_k: Any) -> None:
 
 def run_pretraining(cfg: Any, data: PretrainData, ckpt_dir: str | os.PathLike, *, device: torch.device,
                     emit: Emit = _noop, progress: Emit = _noop, should_stop: Callable[[], bool] = lambda: False,
-                    resume: bool = True, log: Callable[[str], None] = _noop) -> PretrainResult:
+                    resume: bool = True, log: Callable[[str], None] = _noop,
+                    dist: dist_mod.DistContext | None = None) -> PretrainResult:
     """Pretrain ``cfg.pretrain`` on ``data``; checkpoints go to ``ckpt_dir``.
 
     ``emit(type, **fields)`` writes an event, ``progress(**fields)`` updates status.json,
-    ``should_stop()`` is polled at every step boundary (SIGTERM/SIGINT).
+    ``should_stop()`` is polled at every step boundary (SIGTERM/SIGINT). ``dist``: this
+    process's place under torchrun (None: alone); ranks other than 0 never write.
     """
     pc, hc = cfg.pretrain, cfg.health
+    dist = dist or dist_mod.DistContext()
+    is_main = dist.is_main
+    if not is_main:
+        emit = progress = log = _noop
     ckpt_dir = Path(ckpt_dir)
     device = torch.device(device)
     t_start = time.perf_counter()
     n_images = int(data.images.shape[0])
     batch = int(pc.batch_size)
+    if batch < 2:
+        raise BttuiError(f"pretrain.batch_size = {batch}: the Barlow Twins loss standardises each embedding "
+                         "dimension over the batch, which needs at least 2 images; use 2 or more (256 in the paper).")
+    local_batch = dist_mod.check_batch(batch, dist.world_size)
+    shard = (dist.rank, dist.world_size) if dist.enabled else None
     steps_per_epoch = n_images // batch  # drop_last, as the reference's DataLoader
     if steps_per_epoch == 0:
         raise BttuiError(f"pretrain.batch_size = {batch} is larger than the pretraining set ({n_images} images from "
@@ -346,15 +447,19 @@ def run_pretraining(cfg: Any, data: PretrainData, ckpt_dir: str | os.PathLike, *
                             mean=list(data.mean), std=list(data.std))
 
     # ---- model, optimiser, precision
-    torch.manual_seed(cfg.seed)
-    model = BarlowTwins(build_backbone(pc.backbone), list(pc.projector), pc.lambd).to(device)
-    channels_last = bool(pc.channels_last and device.type == "cuda")
+    torch.manual_seed(cfg.seed)  # the same seed on every rank: identical initial weights
+    if not pc.projector:
+        raise BttuiError("pretrain.projector is empty; give at least one layer width, e.g. [2048, 2048, 2048].")
+    model = BarlowTwins(build_backbone(pc.backbone), list(pc.projector), pc.lambd, distributed=dist.enabled)
+    model = dist_mod.sync_batchnorm(model, dist, device).to(device)
+    plan = speed_plan(pc, device)
+    channels_last, amp_dtype, precision_name = plan.channels_last, plan.amp_dtype, plan.precision
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if plan.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: cuDNN picks the fastest kernels once
     optimizer = build_optimizer(model, pc)
-    amp_dtype = resolve_precision(pc.precision, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=(amp_dtype == torch.float16))
-    precision_name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
+    scaler = torch.amp.GradScaler("cuda", enabled=plan.scaler)
     if pc.precision not in ("auto", "fp32") and device.type != "cuda":
         log(f"precision {pc.precision} needs CUDA; training in fp32 on {device.type}")
 
@@ -364,7 +469,8 @@ def run_pretraining(cfg: Any, data: PretrainData, ckpt_dir: str | os.PathLike, *
         found = find_resume_checkpoint(ckpt_dir)
         if found is not None:
             path, ck = found
-            model.load_state_dict(ck["model"])
+            check_resume_compatible(ck, cfg, path)
+            load_model_state(model, ck["model"], path, cfg)
             optimizer.load_state_dict(ck["optimizer"])
             if ck.get("scaler"):
                 scaler.load_state_dict(ck["scaler"])
@@ -381,15 +487,20 @@ def run_pretraining(cfg: Any, data: PretrainData, ckpt_dir: str | os.PathLike, *
                 result.time_s = time.perf_counter() - t_start
                 return result
 
-    train_model = torch.compile(model) if pc.compile else model
+    train_model = dist_mod.wrap_model(model, dist, device)
+    if plan.compile:
+        train_model = torch.compile(train_model)
     augment = TwoViewAugment(pc.augment, cfg.data.image_size, data.mean, data.std)
     telemetry = GpuTelemetry(device if device.type == "cuda" else None)
     cache = _make_cache(data.images, device)
+    batcher = Batcher(cache, device, local_batch)
     health_idx = torch.from_numpy(np.sort(np.random.default_rng(0).permutation(n_images)[:HEALTH_SAMPLES]))
     knn_sets = _knn_subsets(data.knn)
     emit("stage_start", stage="pretrain", epochs=pc.epochs, steps=total_steps, steps_per_epoch=steps_per_epoch,
          images=n_images, batch_size=batch, device=str(device), precision=precision_name,
-         channels_last=channels_last, compile=bool(pc.compile), start_epoch=start_epoch, start_step=step)
+         channels_last=channels_last, compile=bool(pc.compile), start_epoch=start_epoch, start_step=step,
+         world_size=dist.world_size, per_rank_batch=local_batch, cache_device=str(cache.device),
+         cache_pinned=bool(cache.device.type == "cpu" and cache.is_pinned()))
 
     def checkpoint_payload(epoch_done: int, loss_value: float | None, state: dict | None) -> dict[str, Any]:
         return {"format": 1, "kind": "bttui-pretrain", "model": model.state_dict(),
@@ -397,7 +508,12 @@ def run_pretraining(cfg: Any, data: PretrainData, ckpt_dir: str | os.PathLike, *
                 "epoch": epoch_done, "step": step, "rng": rng_state(), "epoch_state": state,
                 "backbone": pc.backbone, "projector": [int(v) for v in pc.projector],
                 "feat_dim": feature_dim(model.backbone), "norm": {"mean": list(data.mean), "std": list(data.std)},
-                "loss": loss_value, "knn_accuracy": result.knn_accuracy, "seed": int(cfg.seed)}
+                "loss": loss_value, "knn_accuracy": result.knn_accuracy, "seed": int(cfg.seed),
+                "config": critical_config(cfg), "world_size": dist.world_size}
+
+    def save(payload: dict[str, Any], path: Path) -> None:
+        if is_main:  # other ranks hold the same weights and never write
+            save_atomic(payload, path)
 
     def fail(reason: str) -> PretrainResult:
         result.status, result.reason = "failed", reason
@@ -422,11 +538,12 @@ def run_pretraining(cfg: Any, data: PretrainData, ckpt_dir: str | os.PathLike, *
         win_t, win_data, win_imgs, win_steps = 0.0, 0.0, 0, 0
         z1 = z2 = None
         for i in range(first_batch, steps_per_epoch):
-            if should_stop():
+            stop_now = dist.any_true(should_stop(), device) if dist.enabled else should_stop()
+            if stop_now:  # every rank stops at the same step, or the others would wait in all_reduce forever
                 state = {"epoch": epoch, "batch": i, "perm": perm, "gen": gen.get_state(),
                          "loss_sum": loss_sum, "std_sum": std_sum, "n": n_seen}
                 path = ckpt_dir / INTERRUPTED_NAME
-                save_atomic(checkpoint_payload(epoch, last_loss, state), path)
+                save(checkpoint_payload(epoch, last_loss, state) if is_main else {}, path)
                 emit("checkpoint", stage="pretrain", path=str(path), epoch=epoch, step=step)
                 result.status, result.reason = "stopped", f"stopped at step {step} (epoch {epoch_no})"
                 result.epochs, result.steps, result.final_loss = epoch, step, last_loss
@@ -435,8 +552,10 @@ def run_pretraining(cfg: Any, data: PretrainData, ckpt_dir: str | os.PathLike, *
                 return result
             t0 = time.perf_counter()
             idx = perm[i * batch:(i + 1) * batch]
-            x = cache[idx.to(cache.device)].to(device, non_blocking=True)
-            v1, v2 = augment(x, gen)
+            if shard is not None:
+                idx = idx[dist.rank * local_batch:(dist.rank + 1) * local_batch]
+            x = batcher(idx)
+            v1, v2 = augment(x, gen, shard)
             if channels_last:
                 v1 = v1.contiguous(memory_format=torch.channels_last)
                 v2 = v2.contiguous(memory_format=torch.channels_last)
@@ -455,6 +574,7 @@ def run_pretraining(cfg: Any, data: PretrainData, ckpt_dir: str | os.PathLike, *
                             f"(epoch {epoch_no}); try a lower lr (currently {lr_now:.3g}) or fp32 precision")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            fault_point("pretrain.step.after_backward")
             scaler.step(optimizer)
             scaler.update()
             step += 1
@@ -485,50 +605,62 @@ def run_pretraining(cfg: Any, data: PretrainData, ckpt_dir: str | os.PathLike, *
         # ---- end of epoch: health, kNN, checkpoint
         mean_loss = loss_sum / max(1, n_seen)
         emb_std = std_sum / max(1, n_seen)
-        feats = extract_features(model.backbone, cache[health_idx.to(cache.device)], data.mean, data.std, device,
-                                 batch_size=batch, amp_dtype=amp_dtype)
-        erank = effective_rank(feats)
-        erank_ratio = erank / max(1, min(feats.shape))
-        fields = dict(stage="pretrain", epoch=epoch_no, step=step, loss=mean_loss, emb_std=round(emb_std, 6),
-                      eff_rank=round(erank, 3), eff_rank_ratio=round(erank_ratio, 4),
-                      lr=optimizer.param_groups[0]["lr"])
-        if z1 is not None:
-            fields["xcorr"] = downsample_square(cross_correlation(z1.detach(), z2.detach()))
-        if knn_sets is not None and pc.knn_every > 0 and (epoch_no % pc.knn_every == 0 or epoch_no == pc.epochs):
-            mem_x, mem_y, q_x, q_y = knn_sets
-            mem_f = extract_features(model.backbone, mem_x, data.mean, data.std, device, batch_size=batch, amp_dtype=amp_dtype)
-            q_f = extract_features(model.backbone, q_x, data.mean, data.std, device, batch_size=batch, amp_dtype=amp_dtype)
-            result.knn_accuracy = knn_accuracy(mem_f, mem_y, q_f, q_y)
-            fields["knn_accuracy"] = round(result.knn_accuracy, 4)
-        fields["epoch_time"] = round(time.perf_counter() - t_epoch, 3)
-        emit("epoch", **fields)
-        progress(stage="pretrain", epoch=epoch_no, epochs=pc.epochs, step=step, steps=total_steps, loss=mean_loss)
+        # Rank 0 measures health; its collapse verdict holds for every rank (one decision, no deadlock).
+        verdict: str | None = None
+        if is_main:
+            feats = extract_features(model.backbone, cache[health_idx.to(cache.device)], data.mean, data.std, device,
+                                     batch_size=batch, amp_dtype=amp_dtype)
+            erank = effective_rank(feats)
+            erank_ratio = erank / max(1, min(feats.shape))
+            fields = dict(stage="pretrain", epoch=epoch_no, step=step, loss=mean_loss, emb_std=round(emb_std, 6),
+                          eff_rank=round(erank, 3), eff_rank_ratio=round(erank_ratio, 4),
+                          lr=optimizer.param_groups[0]["lr"])
+            if z1 is not None:
+                fields["xcorr"] = downsample_square(cross_correlation(z1.detach(), z2.detach()))
+            if knn_sets is not None and pc.knn_every > 0 and (epoch_no % pc.knn_every == 0 or epoch_no == pc.epochs):
+                mem_x, mem_y, q_x, q_y = knn_sets
+                mem_f = extract_features(model.backbone, mem_x, data.mean, data.std, device, batch_size=batch, amp_dtype=amp_dtype)
+                q_f = extract_features(model.backbone, q_x, data.mean, data.std, device, batch_size=batch, amp_dtype=amp_dtype)
+                result.knn_accuracy = knn_accuracy(mem_f, mem_y, q_f, q_y)
+                fields["knn_accuracy"] = round(result.knn_accuracy, 4)
+            fields["epoch_time"] = round(time.perf_counter() - t_epoch, 3)
+            emit("epoch", **fields)
+            fault_point("pretrain.epoch.end")
+            progress(stage="pretrain", epoch=epoch_no, epochs=pc.epochs, step=step, steps=total_steps, loss=mean_loss)
 
-        collapse = []
-        if emb_std < hc.min_std:
-            collapse.append(f"embedding std {emb_std:.3g} < health.min_std {hc.min_std:g}")
-        if erank_ratio < hc.min_rank_ratio:
-            collapse.append(f"effective rank / dim {erank_ratio:.3g} < health.min_rank_ratio {hc.min_rank_ratio:g}")
-        if collapse:
-            message = f"representation collapse suspected at epoch {epoch_no}: " + "; ".join(collapse)
-            if hc.on_collapse == "stop":
-                return fail(message + " (health.on_collapse = stop)")
-            emit("log", level="warning", stage="pretrain", epoch=epoch_no, alarm="collapse", message=message)
+            collapse = []
+            if emb_std < hc.min_std:
+                collapse.append(f"embedding std {emb_std:.3g} < health.min_std {hc.min_std:g}")
+            if erank_ratio < hc.min_rank_ratio:
+                collapse.append(f"effective rank / dim {erank_ratio:.3g} < health.min_rank_ratio {hc.min_rank_ratio:g}")
+            if collapse:
+                message = f"representation collapse suspected at epoch {epoch_no}: " + "; ".join(collapse)
+                if hc.on_collapse == "stop":
+                    verdict = message + " (health.on_collapse = stop)"
+                else:
+                    emit("log", level="warning", stage="pretrain", epoch=epoch_no, alarm="collapse", message=message)
+        if dist.enabled:
+            verdict = dist.broadcast_text(verdict, device)
+        if verdict is not None:
+            return fail(verdict)
 
         if epoch_no % pc.checkpoint_every == 0 or epoch_no == pc.epochs:
-            payload = checkpoint_payload(epoch_no, mean_loss, None)
+            payload = checkpoint_payload(epoch_no, mean_loss, None) if is_main else {}
             if epoch_no % pc.checkpoint_every == 0:
                 path = ckpt_dir / epoch_checkpoint_name(epoch_no)
-                save_atomic(payload, path)
+                save(payload, path)
                 emit("checkpoint", stage="pretrain", path=str(path), epoch=epoch_no, step=step)
-                _prune_periodic(ckpt_dir, pc.keep_last)
+                fault_point("pretrain.checkpoint.saved")
+                if is_main:
+                    _prune_periodic(ckpt_dir, pc.keep_last)
             if epoch_no == pc.epochs:
                 path = ckpt_dir / FINAL_NAME
-                save_atomic(payload, path)
+                save(payload, path)
                 emit("checkpoint", stage="pretrain", path=str(path), epoch=epoch_no, step=step)
+                fault_point("pretrain.final.saved")
                 result.checkpoint = str(path)
             stale = ckpt_dir / INTERRUPTED_NAME
-            if stale.exists():
+            if is_main and stale.exists():
                 stale.unlink()
         result.epochs, result.steps, result.final_loss = epoch_no, step, mean_loss
 
@@ -536,7 +668,7 @@ def run_pretraining(cfg: Any, data: PretrainData, ckpt_dir: str | os.PathLike, *
         # Resumed from a checkpoint of the last epoch written just before the final one: write it now.
         path = ckpt_dir / FINAL_NAME
         final_loss = result.final_loss if result.final_loss is not None else last_loss
-        save_atomic(checkpoint_payload(pc.epochs, final_loss, None), path)
+        save(checkpoint_payload(pc.epochs, final_loss, None) if is_main else {}, path)
         emit("checkpoint", stage="pretrain", path=str(path), epoch=pc.epochs, step=step)
         result.checkpoint, result.final_loss = str(path), final_loss
     result.status = "completed"
@@ -564,6 +696,33 @@ def _make_cache(images: np.ndarray, device: torch.device) -> torch.Tensor:
     except Exception:
         pass
     return cache.pin_memory()
+
+
+class Batcher:
+    """Gathers one batch of uint8 images from the cache onto the training device.
+
+    CPU: plain indexing (the exact path the tests pin). GPU-resident cache: indexing on the GPU.
+    Pinned host cache: ``index_select`` into one of two reusable pinned buffers, then an
+    asynchronous copy; indexing a pinned tensor directly would give pageable memory, whose
+    ``non_blocking`` copy is synchronous. Two buffers alternate so a copy still in flight is
+    never overwritten (each step also waits for its loss value, which bounds the overlap).
+    """
+
+    def __init__(self, cache: torch.Tensor, device: torch.device, batch: int) -> None:
+        self.cache, self.device = cache, torch.device(device)
+        self.staged = self.device.type == "cuda" and cache.device.type == "cpu" and cache.is_pinned()
+        self.buffers: list[torch.Tensor] = []
+        if self.staged:
+            self.buffers = [torch.empty((batch, *cache.shape[1:]), dtype=cache.dtype).pin_memory() for _ in range(2)]
+        self.turn = 0
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        if not self.staged:
+            return self.cache[idx.to(self.cache.device)].to(self.device, non_blocking=True)
+        buf = self.buffers[self.turn][: idx.numel()]
+        self.turn ^= 1
+        torch.index_select(self.cache, 0, idx, out=buf)
+        return buf.to(self.device, non_blocking=True)
 
 
 def _knn_subsets(knn: KnnData | None) -> tuple[torch.Tensor, ...] | None:

@@ -3,7 +3,8 @@
 ``python -m bttui.train RUN_DIR [--resume]``. Everything goes through the run
 directory (docs/design.md): events.jsonl (config and command first), status.json
 (heartbeat every few seconds), summary.json after pretraining and after each cell,
-checkpoints/ and artifacts/. Exit code: 0 completed, 1 failed, 128 + signal number
+checkpoints/ and artifacts/. Exit code: 0 completed, 1 failed, 2 bad input (a BttuiError:
+config, checkpoint), 128 + signal number
 when stopped by SIGTERM/SIGINT (the run is then resumable with ``--resume``).
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bttui.errors import BttuiError
+from bttui.faults import fault_point
 
 HEARTBEAT_PERIOD_S = 2.0  # the heartbeat thread wakes this often ...
 HEARTBEAT_MIN_INTERVAL_S = 5.0  # ... and stamps status.json when the last write is older than this
@@ -47,6 +49,7 @@ class Runner:
         self.cfg: Any = None
         self.summary: dict[str, Any] = {"pretrain": None, "results": []}
         self.cell_status: dict[str, str] = {}
+        self.dist: Any = None  # bttui.train.distributed.DistContext under torchrun (this is rank 0)
 
     # ------------------------------------------------------------------ plumbing
     def emit(self, type: str, **fields: Any) -> Any:
@@ -98,7 +101,9 @@ class Runner:
     def write_summary(self) -> None:
         from bttui.runs.atomic import write_json_atomic
 
+        fault_point("runner.summary.before")
         write_json_atomic(self.paths.summary, self.summary)
+        fault_point("runner.summary.after")
 
     # ------------------------------------------------------------------ the run
     def run(self) -> int:
@@ -119,6 +124,7 @@ class Runner:
         final, reason, code = "failed", None, 1
         try:
             self._start()
+            fault_point("runner.started")
             beat.start()
             final, reason = self._main()
             code = {"completed": 0, "failed": 1}.get(final, 128 + (self.stop_signal or signal.SIGTERM))
@@ -127,7 +133,7 @@ class Runner:
             if isinstance(exc, KeyboardInterrupt):
                 final, reason, code = "stopped", "interrupted", 128 + signal.SIGINT
             else:
-                final, code = "failed", 1
+                final, code = "failed", (exc.exit_code if isinstance(exc, BttuiError) else 1)
             tb = traceback.format_exc()
             print(tb, file=sys.stderr, flush=True)
             try:
@@ -136,6 +142,7 @@ class Runner:
                 pass
         finally:
             self._done.set()
+        fault_point("runner.final_status")
         try:
             self.set_status(status=final, reason=reason, ended=time.time(), stage=None)
             self.emit("status", status=final, reason=reason)
@@ -143,6 +150,11 @@ class Runner:
             print(f"bttui.train: could not write the final status: {type(exc).__name__}: {exc}", file=sys.stderr)
             code = code or 1
         self._on_finish(final)
+        try:  # free this run's GPU/CPU slot and start queued runs (no daemon does it); never fails the run
+            from bttui.runs.queue import after_run
+            after_run(self.paths.dir)
+        except Exception:
+            pass
         if self.events is not None:
             self.events.close()
         for sig, handler in previous_handlers.items():
@@ -178,6 +190,8 @@ class Runner:
         self.emit("log", level="info", message=f"device {device}; torch {torch.__version__}; "
                                                f"threads {torch.get_num_threads()}")
         self._synthesize_if_needed()
+        if self.dist is not None:
+            self.dist.barrier()  # the other ranks load the data only after it was synthesised
 
         cells = expand_cells(cfg)
         previous = read_json(self.paths.summary, default=None) if self.resume else None
@@ -192,8 +206,14 @@ class Runner:
         # ---- pretraining
         if cfg.pretrain is not None:
             outcome = self._pretrain(device)
+            if self.dist is not None:  # cells run on rank 0 alone: the other ranks exit after pretraining
+                from bttui.train.distributed import teardown
+                teardown(self.dist)
             if outcome is not None:
                 return outcome
+        elif self.dist is not None:
+            from bttui.train.distributed import teardown
+            teardown(self.dist)
 
         # ---- fine-tuning cells
         data_cache: dict[tuple[str, str | None], Any] = {}
@@ -219,6 +239,10 @@ class Runner:
         import torch
 
         want = self.cfg.resources.device
+        from bttui.train.distributed import env_world, setup
+        if env_world()[0] > 1:  # launched by torchrun: join the process group, take GPU LOCAL_RANK
+            self.dist, device = setup(want)
+            return device
         if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
             return torch.device("cpu")
         if not torch.cuda.is_available():
@@ -272,7 +296,7 @@ class Runner:
         data = load_pretrain_data(cfg, cache_dir=self._cache_dir())
         result = run_pretraining(cfg, data, self.paths.checkpoints, device=device, emit=self.emit,
                                  progress=self.progress, should_stop=self.should_stop, resume=self.resume,
-                                 log=self.log)
+                                 log=self.log, dist=self.dist)
         self.summary["pretrain"] = result.summary()
         self.write_summary()
         self.set_status(epoch=result.epochs, step=result.steps, loss=result.final_loss)
@@ -333,9 +357,16 @@ class Runner:
         best = result.get("test_accuracy")
         self.set_status(cells=dict(self.cell_status), cells_done=done, best_accuracy=result.get("val_accuracy"),
                         last_test_accuracy=best)
+        fault_point("runner.cell.recorded")
 
     def _on_finish(self, final: str) -> None:
         command = getattr(self.cfg, "on_finish", None) if self.cfg is not None else None
+        if not command:  # the machine's default hook (e.g. a notification) when the config has none
+            try:
+                from bttui.config.settings import load_settings
+                command = load_settings().on_finish
+            except Exception as exc:  # a broken settings file must not turn a finished run into a crash
+                print(f"bttui.train: machine settings unreadable, no on_finish: {exc}", file=sys.stderr)
         if not command:
             return
         env = {**os.environ, "BTTUI_RUN_ID": self.paths.dir.name, "BTTUI_STATUS": final,
@@ -370,4 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (run_dir / "config.toml").is_file():
         print(f"bttui.train: {run_dir} is not a run directory (no config.toml in it)", file=sys.stderr)
         return 2
+    from bttui.train.distributed import env_world, run_worker
+    if env_world()[1] != 0:  # torchrun rank > 0: train in lockstep with rank 0, write nothing
+        return run_worker(run_dir, resume=args.resume)
     return Runner(run_dir, resume=args.resume).run()

@@ -41,3 +41,21 @@ class SummaryLoaded(Message):
     run_id: str
     run: RunRow | None
     summary: dict | None
+
+
+@dataclass
+class RunControlled(Message):
+    """A stop/resume/delete finished for one run (``run_id`` None: the whole batch is done)."""
+
+    action: str
+    run_id: str | None
+    ok: bool
+    text: str
+
+
+@dataclass
+class QueueDrained(Message):
+    """The queue was asked to start what fits: the runs started now, or why it could not."""
+
+    started: list[str]
+    error: str | None = None

@@ -85,6 +85,7 @@ class RunRow:
     best_accuracy: float | None = None
     sweep_id: str | None = None
     run_dir: Path | None = None
+    pid: int | None = None
 
     def matches(self, text: str) -> bool:
         """Case-insensitive substring match on name, id, status and stage."""
@@ -159,6 +160,7 @@ def row_from_parts(run_id: str, run_data: dict, status_data: dict, status: str, 
         best_accuracy=_float(status_data.get("best_accuracy")),
         sweep_id=run_data.get("sweep_id"),
         run_dir=run_dir,
+        pid=_int(status_data.get("pid")),
     )
 
 
@@ -251,6 +253,8 @@ class RunSource(Protocol):
     def read_summary(self, run_id: str) -> dict | None: ...
 
     def read_log_tail(self, run_id: str, max_lines: int = 200) -> list[str]: ...
+
+    def read_config(self, run_id: str) -> dict | None: ...
 
 
 def _home_label(root: Path) -> str:
@@ -354,6 +358,16 @@ class StoreSource:
 
     def read_log_tail(self, run_id: str, max_lines: int = 200) -> list[str]:
         return tail_lines(self._dir(run_id) / "train.log", max_lines)
+
+    def read_config(self, run_id: str) -> dict | None:
+        """The run's resolved config.toml as a dict (None when absent or unreadable)."""
+        import tomllib
+
+        try:
+            with open(self._dir(run_id) / "config.toml", "rb") as fh:
+                return tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError):
+            return None
 
 
 # --------------------------------------------------------------------------- sample store (tests, demos)

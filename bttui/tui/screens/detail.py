@@ -10,7 +10,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
@@ -61,6 +61,9 @@ class LiveState:
         self.cell_epochs: dict[str, dict] = {}
         self.cell_order: list[str] = []
         self.messages: list[str] = []
+        self.alarm: str | None = None
+        # Per cell: epoch -> (train_loss, val_loss, train_accuracy, val_accuracy), for fine-tuning-only runs.
+        self.cell_curves: dict[str, list[dict]] = {}
         self.torn = 0
         self.n_events = 0
 
@@ -83,6 +86,9 @@ class LiveState:
                     self.cell_order.append(ev["cell"])
             elif kind == "cell_epoch" and ev.get("cell"):
                 self.cell_epochs[ev["cell"]] = ev
+                self.cell_curves.setdefault(ev["cell"], []).append(ev)
+                if ev["cell"] not in self.cell_order:
+                    self.cell_order.append(ev["cell"])
             elif kind == "cell_end" and ev.get("cell"):
                 result = ev.get("result") if isinstance(ev.get("result"), dict) else ev
                 self.cell_results[ev["cell"]] = result
@@ -90,6 +96,8 @@ class LiveState:
                     self.cell_order.append(ev["cell"])
             elif kind == "log" and ev.get("message") is not None:
                 self.messages.append(str(ev["message"]))
+                if ev.get("alarm") == "collapse":
+                    self.alarm = str(ev["message"])
             if kind in ("epoch", "health", "step"):
                 for key, names in HEALTH_KEYS.items():
                     value = _first(ev, names)
@@ -111,6 +119,18 @@ class LiveState:
                     "off-diag·λ": (self.steps, self.off_diag)}, "step"
         if self.epoch_x:
             return {"total": (self.epoch_x, self.epoch_loss)}, "epoch"
+        if self.cell_order:
+            # Fine-tuning only: the latest cell's train/val loss per epoch.
+            cell = next((c for c in reversed(self.cell_order) if self.cell_curves.get(c)), None)
+            if cell is not None:
+                evs = self.cell_curves[cell]
+                out = {}
+                for key, label in (("train_loss", "train loss"), ("val_loss", "val loss")):
+                    pts = [(float(e.get("epoch") or i + 1), float(e[key])) for i, e in enumerate(evs)
+                           if isinstance(e.get(key), (int, float))]
+                    if pts:
+                        out[label] = ([p[0] for p in pts], [p[1] for p in pts])
+                return out, "epoch"
         return {}, "step"
 
 
@@ -157,7 +177,7 @@ class RunDetailScreen(Screen[None]):
         Binding("q", "app.quit", "Quit"),
     ]
     HELP = [("esc", "back to the runs"), ("l", "toggle log scale of the loss chart"),
-            ("r", "results: cells, confusion matrices"), ("↑/↓ pgup/pgdn", "scroll"),
+            ("r", "results: cells, confusion matrices"), ("↑/↓", "pick a cell (enter: its results)"),
             ("?", "this help"), ("q", "quit (the run keeps going)")]
 
     def __init__(self, run_id: str) -> None:
@@ -171,23 +191,28 @@ class RunDetailScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(id="detail-header")
-        with VerticalScroll(id="detail-body"):
+        # Wide: chart beside a numbers panel, then health | cross-correlation | log, then cells.
+        # Narrow (-narrow screen class): chart, then one-line strips (throughput/GPU, health, last log).
+        with Vertical(id="detail-body"):
             with Horizontal(id="detail-top"):
                 chart = LossChart(id="loss-chart")
                 yield chart
                 numbers = Static(id="numbers")
-                numbers.border_title = "Throughput"
+                numbers.border_title = "Throughput · GPU"
                 yield numbers
-            with Horizontal(id="detail-health"):
+            yield Static(id="strip", classes="oneline")
+            yield Static(id="health-line", classes="oneline")
+            yield Static(id="log-line", classes="oneline")
+            with Horizontal(id="detail-mid"):
                 health = Static(id="health")
                 health.border_title = "Health"
                 yield health
                 xcorr = Static(id="xcorr")
                 xcorr.border_title = "Cross-correlation"
                 yield xcorr
-            log = Static(id="log")
-            log.border_title = "Log"
-            yield log
+                log = Static(id="log")
+                log.border_title = "Log"
+                yield log
             cells = DataTable(id="cells", cursor_type="row")
             cells.border_title = "Cells"
             yield cells
@@ -253,11 +278,13 @@ class RunDetailScreen(Screen[None]):
         self.render_numbers()
         self.render_health()
         self.render_log()
+        self.render_strips()
         self.render_cells()
 
     def render_header(self) -> None:
         row = self.row
-        header = Text(" ")
+        # Two lines, never wrapped: a long status reason is cut, not pushed onto a third line.
+        header = Text(" ", no_wrap=True, overflow="ellipsis")
         if row is None:
             header.append(literal(self.run_id, "bold"))
             header.append("  run not found", style="red")
@@ -267,7 +294,7 @@ class RunDetailScreen(Screen[None]):
         now = clock.now()
         header.append(literal(row.name, "bold"))
         header.append("  ")
-        header.append(status_text(row.status, row.reason))
+        header.append(status_text(row.status))
         header.append(f"  {clean(row.stage or '-', single_line=True)}")
         if row.epoch is not None:
             header.append(f"  epoch {row.epoch}/{row.epochs or '?'}")
@@ -279,12 +306,32 @@ class RunDetailScreen(Screen[None]):
         if eta is not None:
             header.append(f"  ETA {fmt_duration(eta)}")
         started = row.started or row.created
-        header.append(f"\n {clean(row.id)}  started {short_time(started, clock, now)}", style="dim")
+        second = f" {clean(row.id)}  started {short_time(started, clock, now)}"
         if started:
             end = row.ended or (now if row.status == "running" else row.heartbeat)
             if end:
-                header.append(f"  elapsed {fmt_duration(end - started)}", style="dim")
+                second += f"  elapsed {fmt_duration(end - started)}"
+        if row.reason:
+            second += f"  ({clean(row.reason, single_line=True)})"
+        header.append("\n")
+        header.append(second, style="dim")
         self.query_one("#detail-header", Static).update(header)
+
+    def _step_value(self, key: str) -> Any:
+        v = self.state.last_step.get(key)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    def gpu_parts(self) -> tuple[str, str, str]:
+        """(this process, device, host) memory strings from the last step event; n/a when not reported."""
+        alloc, peak = self._step_value("gpu_mem_allocated_mb"), self._step_value("gpu_mem_peak_mb")
+        used, total = self._step_value("gpu_mem_used_mb"), self._step_value("gpu_mem_total_mb")
+        util, rss = self._step_value("gpu_util"), self._step_value("rss_mb")
+        proc = f"{alloc / 1024:.1f}/{peak / 1024:.1f} GiB" if alloc is not None and peak is not None else "n/a"
+        dev = f"{used / 1024:.1f}/{total / 1024:.0f} GiB" if used is not None and total is not None else "n/a"
+        if util is not None:
+            dev += f" {util:.0f}%"
+        host = f"{rss / 1024:.1f} GiB" if rss is not None else "n/a"
+        return proc, dev, host
 
     def render_numbers(self) -> None:
         ev = self.state.last_step
@@ -296,11 +343,22 @@ class RunDetailScreen(Screen[None]):
         t.add_row("on-diag", fmt_loss(ev.get("on_diag")))
         t.add_row("off-diag·λ", fmt_loss(ev.get("off_diag")))
         t.add_row("img/s", fmt_rate(ev.get("images_per_s"), unit="").strip())
-        wait = ev.get("data_wait")
-        t.add_row("data wait", f"{100 * float(wait):.0f}%" if isinstance(wait, (int, float)) else "n/a")
-        lr = ev.get("lr")
-        t.add_row("lr", f"{float(lr):.4g}" if isinstance(lr, (int, float)) else "n/a")
+        wait = self._step_value("data_wait")
+        t.add_row("data wait", f"{100 * float(wait):.0f}%" if wait is not None else "n/a")
+        lr = self._step_value("lr")
+        t.add_row("lr", f"{float(lr):.4g}" if lr is not None else "n/a")
+        proc, dev, host = self.gpu_parts()
+        t.add_row("GPU alloc/peak", proc)
+        t.add_row("GPU device", dev)
+        t.add_row("host RSS", host)
         self.query_one("#numbers", Static).update(t)
+
+    def collapse_text(self) -> Text:
+        if self.state.alarm:
+            return Text("collapse: YES", style="bold red")
+        if self.state.health:
+            return Text("collapse: no", style="green")
+        return Text("collapse: n/a", style="dim")
 
     def render_health(self) -> None:
         h = self.state.health
@@ -312,21 +370,30 @@ class RunDetailScreen(Screen[None]):
         std = h.get("emb_std")
         t.add_row("emb std", f"{float(std):.3g}" if isinstance(std, (int, float)) else "n/a",
                   sparkline(hist["emb_std"]))
-        rank = h.get("effective_rank")
-        if isinstance(rank, (int, float)):
-            rank_s = f"{rank:,.0f}" + (f"/{self.state.rank_dim:,}" if self.state.rank_dim else "")
-        else:
-            rank_s = "n/a"
-        t.add_row("eff. rank", rank_s, sparkline(hist["effective_rank"]))
+        t.add_row("eff. rank", self.rank_string(), sparkline(hist["effective_rank"]))
         t.add_row("kNN acc", fmt_accuracy(h.get("knn_accuracy")) if h.get("knn_accuracy") is not None else "n/a",
                   sparkline(hist["knn_accuracy"]))
+        t.add_row("collapse", self.collapse_text().plain.split(": ", 1)[1], "")
         self.query_one("#health", Static).update(t)
-        matrix = h.get("cross_correlation")
+        matrix = self.xcorr_matrix()
+        self.query_one("#xcorr", Static).update(xcorr_heatmap(matrix, max_size=12))
+
+    def rank_string(self) -> str:
+        rank = self.state.health.get("effective_rank")
+        if not isinstance(rank, (int, float)):
+            return "n/a"
+        return f"{rank:,.0f}" + (f"/{self.state.rank_dim:,}" if self.state.rank_dim else "")
+
+    def xcorr_matrix(self) -> list | None:
+        matrix = self.state.health.get("cross_correlation")
         ok = isinstance(matrix, list) and matrix and all(isinstance(r, list) for r in matrix)
-        self.query_one("#xcorr", Static).update(xcorr_heatmap(matrix if ok else None, max_size=12))
+        return matrix if ok else None
+
+    def log_tail(self) -> list[str]:
+        return self.log_lines[-LOG_LINES_SHOWN:] or self.state.messages[-LOG_LINES_SHOWN:]
 
     def render_log(self) -> None:
-        lines = self.log_lines[-LOG_LINES_SHOWN:] or self.state.messages[-LOG_LINES_SHOWN:]
+        lines = self.log_tail()
         text = Text(no_wrap=True, overflow="ellipsis")
         if not lines:
             text.append("no log yet", style="dim")
@@ -335,6 +402,53 @@ class RunDetailScreen(Screen[None]):
                 text.append("\n")
             text.append(clean(line, single_line=True))
         self.query_one("#log", Static).update(text)
+
+    def render_strips(self) -> None:
+        """The one-line versions of the panels, shown on narrow terminals."""
+        ev = self.state.last_step
+        wait = self._step_value("data_wait")
+        lr = self._step_value("lr")
+        proc, dev, host = self.gpu_parts()
+        strip = Text(no_wrap=True, overflow="ellipsis")
+        strip.append(" img/s ", style="dim")
+        strip.append(fmt_rate(ev.get("images_per_s"), unit="").strip())
+        strip.append("  data ", style="dim")
+        strip.append(f"{100 * wait:.0f}%" if wait is not None else "n/a")
+        strip.append("  lr ", style="dim")
+        strip.append(f"{lr:.3g}" if lr is not None else "n/a")
+        strip.append("  GPU ", style="dim")
+        strip.append(dev)
+        strip.append("  run ", style="dim")
+        strip.append(proc)
+        strip.append("  RSS ", style="dim")
+        strip.append(host)
+        self.query_one("#strip", Static).update(strip)
+
+        h = self.state.health
+        line = Text(no_wrap=True, overflow="ellipsis")
+        std = h.get("emb_std")
+        line.append(" std ", style="dim")
+        line.append(f"{float(std):.3g}" if isinstance(std, (int, float)) else "n/a")
+        line.append(" " + sparkline(self.state.health_history["emb_std"], 6))
+        line.append("  rank ", style="dim")
+        line.append(self.rank_string())
+        line.append("  kNN ", style="dim")
+        line.append(fmt_accuracy(h.get("knn_accuracy")) if h.get("knn_accuracy") is not None else "n/a")
+        matrix = self.xcorr_matrix()
+        if matrix is not None:
+            n = len(matrix)
+            diag = sum(float(matrix[i][i]) for i in range(n) if i < len(matrix[i])) / n
+            line.append("  diag ", style="dim")
+            line.append(f"{diag:.2f}")
+        line.append("  ")
+        line.append(self.collapse_text())
+        self.query_one("#health-line", Static).update(line)
+
+        lines = self.log_tail()
+        last = Text(no_wrap=True, overflow="ellipsis")
+        last.append(" log ", style="dim")
+        last.append(clean(lines[-1], single_line=True) if lines else "no log yet")
+        self.query_one("#log-line", Static).update(last)
 
     def render_cells(self) -> None:
         row = self.row

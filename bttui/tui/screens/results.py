@@ -86,6 +86,8 @@ class ResultsScreen(Screen[None]):
         if self.results:
             table.move_cursor(row=0, animate=False)
             self.show_cell(0)
+            # The side panel's width is known only after the first layout; draw the matrix again for it.
+            self.call_after_refresh(self.render_confusion)
         else:
             self.current = None
             self.query_one("#confusion", Static).update(
@@ -144,6 +146,9 @@ class ResultsScreen(Screen[None]):
         bars_text = Text("Per-class accuracy\n", style="bold")
         bars_text.append(per_class_bars(names or [str(i) for i in range(len(per_class or []))], per_class or []))
         bars.update(bars_text)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.render_confusion)
 
     def action_toggle_normalize(self) -> None:
         self.normalize = not self.normalize

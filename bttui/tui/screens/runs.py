@@ -7,20 +7,24 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 from textual.worker import get_current_worker
 
 from bttui.gpus import gpu_summary
-from bttui.tui.messages import RunsRefreshed
+from bttui.tui.messages import RunControlled, RunsRefreshed
 from bttui.tui.sources import RunRow
-from bttui.tui.widgets.formatting import fmt_accuracy, fmt_duration, literal, short_time, status_text
+from bttui.tui.widgets.footer import AdaptiveFooter
+from bttui.tui.widgets.formatting import clean, fmt_accuracy, fmt_duration, literal, short_time, status_text
 
 SORTS = ("newest", "name", "status", "best")
 # Most urgent first when sorting by status.
 STATUS_ORDER = {"running": 0, "crashed": 1, "failed": 2, "queued": 3, "stopped": 4, "completed": 5}
 # Fixed widths: columns never jump while data streams in; the name takes what is left.
-COLUMNS = (("status", "Status", 11), ("name", "Name", 0), ("stage", "Stage", 8), ("progress", "Progress", 10),
-           ("best", "Best", 6), ("started", "Started", 7), ("duration", "Time", 6))
+# "sel" marks multi-selected rows (space).
+COLUMNS = (("sel", "", 1), ("status", "Status", 11), ("name", "Name", 0), ("stage", "Stage", 8),
+           ("progress", "Progress", 10), ("best", "Best", 6), ("started", "Started", 8), ("duration", "Time", 7))
+# Dropped below this many columns, so the name keeps room at 80x24.
+OPTIONAL_BELOW = {"started": 100}
 NAME_MIN, NAME_MAX = 12, 48
 
 
@@ -49,14 +53,25 @@ class RunsScreen(Screen[None]):
 
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
-        Binding("s", "cycle_sort", "Sort"),
+        Binding("s", "cycle_sort", "Sort", show=False),
         Binding("enter", "open", "Open"),
+        Binding("space", "toggle_select", "Select", show=False),
+        Binding("n", "new", "New"),
+        Binding("c", "compare", "Compare"),
+        Binding("x", "stop", "Stop"),
+        Binding("r", "resume", "Resume"),
+        Binding("d", "delete", "Del"),
+        Binding("g", "gpus", "GPUs"),
         Binding("question_mark", "help", "Help"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("q", "app.quit", "Quit"),
     ]
     HELP = [("↑/↓ pgup/pgdn", "move"), ("enter", "open the run (live dashboard)"), ("/", "filter by name, id, status"),
-            ("esc", "clear the filter"), ("s", "cycle sort: newest, name, status, best accuracy"),
+            ("esc", "clear the filter, then the selection"), ("s", "cycle sort: newest, name, status, best accuracy"),
+            ("space", "select / unselect (x r d c act on the selection)"),
+            ("n", "new experiment (from the one selected run's config, if any)"),
+            ("c", "compare the selected runs"), ("x", "stop (asks first)"), ("r", "resume a stopped/crashed run"),
+            ("d", "delete (asks first)"), ("g", "GPUs and the queue"),
             ("?", "this help"), ("q", "quit (background runs keep going)")]
 
     def __init__(self) -> None:
@@ -67,6 +82,8 @@ class RunsScreen(Screen[None]):
         self.sort_mode = SORTS[0]
         self.gpu_line = "GPUs: …"
         self.loaded = False
+        self.selected: set[str] = set()
+        self.columns: tuple = COLUMNS
 
     def compose(self) -> ComposeResult:
         yield Static(id="home-header")
@@ -74,7 +91,7 @@ class RunsScreen(Screen[None]):
         table.border_title = "Runs"
         yield table
         yield Input(placeholder="filter: name, id or status (enter keeps, esc clears)", id="filter")
-        yield Footer()
+        yield AdaptiveFooter()
 
     def on_mount(self) -> None:
         self.name_width = 0
@@ -83,8 +100,17 @@ class RunsScreen(Screen[None]):
         self.query_one("#filter", Input).display = False
         self.update_header()
         self.refresh_runs()
-        self.set_interval(self.app.refresh_interval, self.refresh_runs)
+        self.set_interval(self.app.refresh_interval, self.refresh_if_shown)
         table.focus()
+
+    def refresh_if_shown(self) -> None:
+        # Hidden under a dashboard, re-reading the store is wasted CPU; on_screen_resume catches up.
+        if self.is_current:
+            self.refresh_runs()
+
+    def on_screen_resume(self) -> None:
+        if self.loaded:
+            self.refresh_runs()
 
     # ---------------------------------------------------------------- data
     @work(thread=True, exclusive=True, group="refresh")
@@ -116,27 +142,41 @@ class RunsScreen(Screen[None]):
         start = row.started or row.created
         end = row.ended if row.ended else (now if row.status == "running" else row.heartbeat)
         duration = fmt_duration(end - start) if (start and end) else "-"
-        stage = row.stage or "-"
-        best = fmt_accuracy(row.best_accuracy)
-        return [status_text(row.status), literal(row.name), literal(stage), Text(progress_text(row), justify="right"),
-                Text(best, justify="right"), Text(short_time(start, clock, now)), Text(duration, justify="right")]
+        values = {
+            "sel": Text("✔" if row.id in self.selected else " ", style="bold"),
+            "status": status_text(row.status), "name": literal(row.name), "stage": literal(row.stage or "-"),
+            "progress": Text(progress_text(row), justify="right"),
+            "best": Text(fmt_accuracy(row.best_accuracy), justify="right"),
+            "started": Text(short_time(start, clock, now)), "duration": Text(duration, justify="right"),
+        }
+        return [values[key] for key, _, _ in self.columns]
 
-    def wanted_name_width(self) -> int:
+    def _table_width(self) -> int:
         table = self.query_one("#runs", DataTable)
+        return table.size.width or (self.size.width or 80) - 2
+
+    def wanted_columns(self) -> tuple:
+        width = self._table_width() + 2
+        return tuple(c for c in COLUMNS if width >= OPTIONAL_BELOW.get(c[0], 0))
+
+    def wanted_name_width(self, columns: tuple | None = None) -> int:
+        columns = columns or self.columns
         # 2 cells of padding per column and 2 spare for a vertical scrollbar (size excludes the border).
-        fixed = sum(w for _, _, w in COLUMNS) + 2 * len(COLUMNS) + 2
-        avail = (table.size.width or (self.size.width or 80) - 2) - fixed
+        fixed = sum(w for _, _, w in columns) + 2 * len(columns) + 2
+        avail = self._table_width() - fixed
         return max(NAME_MIN, min(NAME_MAX, avail))
 
     def setup_columns(self) -> None:
         table = self.query_one("#runs", DataTable)
-        self.name_width = self.wanted_name_width()
+        self.columns = self.wanted_columns()
+        self.name_width = self.wanted_name_width(self.columns)
         table.clear(columns=True)
-        for key, label, width in COLUMNS:
+        for key, label, width in self.columns:
             table.add_column(label, key=key, width=width or self.name_width)
 
     def on_resize(self) -> None:
-        if self.wanted_name_width() != self.name_width:
+        columns = self.wanted_columns()
+        if columns != self.columns or self.wanted_name_width(columns) != self.name_width:
             self.setup_columns()
             self.fill_table(force=True)
 
@@ -147,7 +187,7 @@ class RunsScreen(Screen[None]):
         if keys == current and not force:
             # Same rows in the same order: update changed cells only, so nothing jumps.
             for r in self.shown:
-                for (col, _, _), value in zip(COLUMNS, self.cells_for(r)):
+                for (col, _, _), value in zip(self.columns, self.cells_for(r)):
                     if table.get_cell(r.id, col) != value:
                         table.update_cell(r.id, col, value)
             return
@@ -158,7 +198,7 @@ class RunsScreen(Screen[None]):
         if selected in keys:
             table.move_cursor(row=keys.index(selected), animate=False)
         if not self.shown:
-            table.border_subtitle = "no runs match" if self.all_rows else "no runs yet: bttui run <config.toml>"
+            table.border_subtitle = "no runs match" if self.all_rows else "no runs yet: n (new) or bttui run <config.toml>"
         else:
             table.border_subtitle = ""
 
@@ -166,11 +206,15 @@ class RunsScreen(Screen[None]):
         src = self.app.source
         n = len(self.all_rows)
         count = f"{len(self.shown)}/{n} runs" if self.filter_text else f"{n} runs"
-        line = Text.assemble((" bttui ", "bold"), " store: ", literal(src.label), "  ", self.gpu_line,
-                             "   ", count, "  sort: ", self.sort_mode)
+        # The store path goes last: a long path is cut, the counts and GPUs stay visible at 80 columns.
+        line = Text.assemble((" bttui ", "bold"), " ", count, "  ", self.gpu_line, "  sort: ", self.sort_mode)
         if self.filter_text:
             line.append("  filter: ")
             line.append(literal(self.filter_text, "bold"))
+        if self.selected:
+            line.append(f"  {len(self.selected)} selected", style="bold")
+        line.append("  store: ")
+        line.append(literal(src.label))
         self.query_one("#home-header", Static).update(line)
 
     def selected_run_id(self) -> str | None:
@@ -202,6 +246,11 @@ class RunsScreen(Screen[None]):
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#filter", Input)
+        if not self.filter_text and not box.display and self.selected:
+            self.selected.clear()
+            self.fill_table(force=True)
+            self.update_header()
+            return
         box.value = ""
         box.display = False
         self.filter_text = ""
@@ -227,3 +276,115 @@ class RunsScreen(Screen[None]):
         from bttui.tui.screens.help import HelpScreen
 
         self.app.push_screen(HelpScreen("runs", self.HELP))
+
+    # ---------------------------------------------------------------- selection and run control
+    def target_rows(self) -> list[RunRow]:
+        """The selected runs (in table order), else the one under the cursor."""
+        if self.selected:
+            return [r for r in self.all_rows if r.id in self.selected]
+        run_id = self.selected_run_id()
+        return [r for r in self.all_rows if r.id == run_id]
+
+    def action_toggle_select(self) -> None:
+        run_id = self.selected_run_id()
+        if run_id is None:
+            return
+        self.selected.symmetric_difference_update({run_id})
+        table = self.query_one("#runs", DataTable)
+        row = next((r for r in self.all_rows if r.id == run_id), None)
+        if row is not None:
+            table.update_cell(run_id, "sel", self.cells_for(row)[0])
+        if table.cursor_row < table.row_count - 1:
+            table.move_cursor(row=table.cursor_row + 1, animate=False)
+        self.update_header()
+
+    def _ask_then(self, verb: str, rows: list[RunRow], action: str) -> None:
+        if not rows:
+            self.notify("no run under the cursor", severity="warning")
+            return
+        from bttui.tui.screens.confirm import ConfirmScreen
+
+        names = [f"  {clean(r.name, single_line=True)}  ({r.status})" for r in rows[:8]]
+        if len(rows) > 8:
+            names.append(f"  … and {len(rows) - 8} more")
+        lines = [f"{verb} {len(rows)} run{'s' if len(rows) != 1 else ''}?", *names]
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_control(action, [r.id for r in rows])
+
+        self.app.push_screen(ConfirmScreen(verb, lines), answered)
+
+    def action_stop(self) -> None:
+        self._ask_then("Stop", self.target_rows(), "stop")
+
+    def action_delete(self) -> None:
+        self._ask_then("Delete", self.target_rows(), "delete")
+
+    def action_resume(self) -> None:
+        rows = self.target_rows()
+        if not rows:
+            self.notify("no run under the cursor", severity="warning")
+            return
+        self.run_control("resume", [r.id for r in rows])
+
+    @work(thread=True, exclusive=False, group="control")
+    def run_control(self, action: str, run_ids: list[str]) -> None:
+        """Stop/resume/delete off the UI thread; each outcome (or refusal) comes back as a message."""
+        from bttui.errors import BttuiError
+
+        worker = get_current_worker()
+        controls = self.app.controls
+        for run_id in run_ids:
+            if worker.is_cancelled:
+                return
+            try:
+                text = getattr(controls, action)(run_id)
+                ok = True
+            except BttuiError as exc:
+                text, ok = str(exc), False
+            except Exception as exc:  # a control failure must not kill the TUI; say what happened
+                text, ok = f"{action} {run_id} failed: {type(exc).__name__}: {exc}", False
+            self.post_message(RunControlled(action, run_id, ok, text))
+        self.post_message(RunControlled(action, None, True, ""))
+
+    def on_run_controlled(self, message: RunControlled) -> None:
+        if message.run_id is None:
+            # The batch is done: the selection has been acted on, show the new state.
+            self.selected.clear()
+            self.refresh_runs()
+            return
+        self.app.control_log.append(message)
+        if message.text:
+            self.notify(clean(message.text), severity="information" if message.ok else "error",
+                        markup=False, timeout=6)
+
+    # ---------------------------------------------------------------- other screens
+    def action_gpus(self) -> None:
+        from bttui.tui.screens.gpus import GpusScreen
+
+        self.app.push_screen(GpusScreen())
+
+    def action_compare(self) -> None:
+        rows = [r for r in self.all_rows if r.id in self.selected]
+        if len(rows) < 2:
+            self.notify("select two or more runs with space, then press c", severity="warning")
+            return
+        try:
+            from bttui.tui.screens.compare import CompareScreen
+        except ImportError:
+            self.notify("compare is not available in this build", severity="warning")
+            return
+        self.app.push_screen(CompareScreen([r.id for r in rows]))
+
+    def action_new(self) -> None:
+        try:
+            from bttui.tui.screens.new import NewExperimentScreen
+        except ImportError:
+            self.notify("the new-experiment form is not available in this build; use `bttui run --detach CONFIG`",
+                        severity="warning")
+            return
+        # One run marked with space: start from its config; the run under the cursor is offered in the form.
+        marked = [r.id for r in self.all_rows if r.id in self.selected]
+        from_run = marked[0] if len(marked) == 1 else None
+        self.app.push_screen(NewExperimentScreen(from_run=from_run, offer_run=from_run or self.selected_run_id()))

@@ -26,7 +26,7 @@ def literal(value: Any, style: str = "") -> Text:
 
 
 def short_time(ts: float | None, clock: Any, now: float | None = None) -> str:
-    """'16:42' today, 'Nov 24' this year, '2023-11-24' before, in the clock's time zone."""
+    """'16:42' today, 'Nov 24' this year, 'Nov 2023' before (fits 8 columns), in the clock's time zone."""
     if ts is None:
         return "-"
     lt = clock.localtime(ts)
@@ -35,4 +35,4 @@ def short_time(ts: float | None, clock: Any, now: float | None = None) -> str:
         return time.strftime("%H:%M", lt)
     if lt.tm_year == ref.tm_year:
         return time.strftime("%b %d", lt)
-    return time.strftime("%Y-%m-%d", lt)
+    return time.strftime("%b %Y", lt)
