@@ -69,7 +69,7 @@ def make_store(root: Path, n: int, seed: int = 0) -> None:
 
 
 def timed(argv: list[str], env: dict, repeat: int, after=None) -> tuple[float, list[float]]:
-    """(cold, warm times): one untimed... timed warm-up, then `repeat` runs; `after(stdout)` runs untimed."""
+    """(first call, the `repeat` calls after it) in seconds; `after(stdout)` runs after each call, untimed."""
     times = []
     for i in range(repeat + 1):
         t = time.perf_counter()

@@ -57,6 +57,9 @@ def main() -> int:
     code, data, elapsed, stdout = run_suite(args.pytest_args)
     f = data.get("figures", {})
     print(f"fault suite: {summary_line(stdout)} ({elapsed:.0f} s wall, {os.cpu_count()} CPUs)")
+    for line in stdout.splitlines():
+        if line.startswith(("FAILED", "ERROR")):
+            print("  " + line)
     print(f"kill points: {f.get('kill_points', 0)} distinct, {f.get('kill_scenarios', 0)} scenarios tried, "
           f"{f.get('runs_recovered', 0)} runs recovered, {f.get('events_lost', 0)} events lost, "
           f"{f.get('torn_lines_skipped', 0)} torn lines skipped")

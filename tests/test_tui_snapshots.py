@@ -81,3 +81,43 @@ def test_compare(snap_compare, app, size):
     (root / "20241125-124800-crc-bt-paper-a1b2" / "config.toml").write_text('name = "a"\n[pretrain]\nbatch_size = 256\n')
     (root / "20241124-140000-organs-xdomain-e5f6" / "config.toml").write_text('name = "b"\n[pretrain]\nbatch_size = 512\n')
     assert snap_compare(app, terminal_size=size, run_before=steps("down", "space", "down", "space", "c"))
+
+
+@pytest.fixture
+def form_app(tmp_path, monkeypatch):
+    """The app in a working directory with the shipped experiments and synthetic data at data/synthetic.
+
+    The form shows paths relative to the working directory, so nothing of tmp_path reaches the snapshot.
+    """
+    import shutil
+    from pathlib import Path
+
+    from bttui.data.synth import synthesize
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BTTUI_CONFIG", str(tmp_path / "no-settings.toml"))
+    shutil.copytree(Path(__file__).resolve().parents[1] / "experiments", tmp_path / "experiments")
+    synthesize(tmp_path / "data" / "synthetic", per_class=4, image_size=16)
+    store = write_sample_store(tmp_path / "runs")
+    clock = FakeClock(SAMPLE_NOW)
+    gpus = FakeGpuSampler([GpuSample(0, "H100", 38 * GIB, 80 * GIB, 97, ((1, 9 * GIB),)),
+                           GpuSample(1, "H100", 0, 80 * GIB, 0, ())])
+    return BttuiApp(StoreSource(store, clock=clock, label="~/runs"), clock, gpus, controls=object(),
+                    experiments_dir=tmp_path / "experiments", refresh_interval=3600.0, follow_interval=3600.0,
+                    queue_interval=None)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_new_experiment(snap_compare, form_app, size):
+    assert snap_compare(form_app, terminal_size=size, run_before=steps("n"))
+
+
+def test_new_experiment_invalid(snap_compare, form_app):
+    async def run_before(pilot) -> None:
+        await steps("n")(pilot)
+        screen = pilot.app.screen
+        screen.query_one("#f-finetune-label_fractions").value = "[1.5]"
+        screen.validate_now()
+        await pilot.pause()
+
+    assert snap_compare(form_app, terminal_size=(80, 24), run_before=run_before)

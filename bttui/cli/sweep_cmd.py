@@ -169,7 +169,8 @@ def ls_command(ctx: typer.Context, store: StoreOpt = None) -> None:
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     """Add the `sweep` command group."""
-    sweep_app = typer.Typer(cls=SweepGroup, help="Grid sweeps: one queued run per combination of config values.",
+    sweep_app = typer.Typer(cls=SweepGroup, help="Grid sweeps: one queued run per combination of config values "
+                                                 "(`bttui sweep CONFIG --grid ...` is short for `sweep start`).",
                             no_args_is_help=True)
     sweep_app.command("start")(start_command)
     sweep_app.command("resume")(resume_command)

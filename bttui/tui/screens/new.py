@@ -104,12 +104,14 @@ class NewExperimentScreen(Screen[None]):
         Binding("ctrl+s", "save", "Save as", priority=True),
         Binding("escape", "back", "Back"),
         Binding("f1", "help", "Help"),
+        # Inputs take "?" as text; on a switch, select or picker it opens the help too.
+        Binding("question_mark", "help", "Help", show=False),
     ]
     HELP = [("tab / shift+tab", "next / previous field"), ("ctrl+l", "launch in the background (like bttui run --detach)"),
             ("ctrl+s", "save as a new TOML in the experiments folder"), ("space", "toggle a switch or a picked item"),
             ("from", "start from a shipped experiment, a past run's config or the schema defaults"),
             ("lists", "TOML arrays, e.g. [0.1, 1.0] or [\"organs_axial\"]"), ("esc", "back (nothing is saved)"),
-            ("f1", "this help")]
+            ("f1 (or ? outside a text field)", "this help")]
 
     def __init__(self, from_run: str | None = None, offer_run: str | None = None) -> None:
         super().__init__()
