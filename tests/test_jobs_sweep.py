@@ -43,6 +43,9 @@ def fake_trainer(monkeypatch, tmp_path):
     script.write_text(textwrap.dedent("""
         import json, os, sys, time, tomllib
         run = sys.argv[1]
+        time.sleep(0.2)  # like a real trainer's start-up: the launcher records the pid of a queued run first
+        with open(os.path.join(run, "launches.txt"), "a") as fh:  # before the final status: the test reads it then
+            fh.write(" ".join(sys.argv[2:]) + "\\n")
         cfg = tomllib.load(open(os.path.join(run, "config.toml"), "rb"))
         lr, seed = cfg["finetune"]["lr"], cfg["seed"]
         status = json.load(open(os.path.join(run, "status.json")))
@@ -54,8 +57,6 @@ def fake_trainer(monkeypatch, tmp_path):
         with open(os.path.join(run, "status.tmp"), "w") as fh:
             json.dump(status, fh)
         os.replace(os.path.join(run, "status.tmp"), os.path.join(run, "status.json"))
-        with open(os.path.join(run, "launches.txt"), "a") as fh:
-            fh.write(" ".join(sys.argv[2:]) + "\\n")
     """))
     monkeypatch.setattr(launch_module, "trainer_argv",
                         lambda run_dir, resume=False: [sys.executable, str(script), str(run_dir)]

@@ -67,7 +67,65 @@ def main() -> None:
     out["erofs_show"] = cli(["--store", store, "show", run_id], env)
     out["erofs_checkpoints"] = faultkit.load_checkpoints(paths.checkpoints)
     out["erofs_status"] = Store(store).get(run_id).status
+    full_disk(mount.parent / "mnt2", data_root, size_mb, home, env, out)
     print("RESULT " + json.dumps(out, default=str))
+
+
+def full_disk(mount: Path, data_root: Path, size_mb: int, home: Path, env: dict, out: dict) -> None:
+    """A real ENOSPC past every free-space check: the trainer is held stopped in epoch 2 (its epoch-1 checkpoint
+    written) while a filler file takes every free byte, then let go."""
+    import os
+    import signal
+
+    from bttui.runs.events import read_events
+    from bttui.runs.launch import launch
+    from bttui.runs.store import Store
+
+    mount.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755", "tmpfs", str(mount)], check=True)
+    store = mount / "store"
+    paths = faultkit.create_run(store, faultkit.tiny_toml(data_root), home / "cfg2")
+    proc = launch(paths, detach=False, env={**env, "BTTUI_FAULT": "pretrain.step.after_backward@3:stop"})
+    out["full_was_stopped"] = wait_stopped(proc.pid)
+    filler = mount / "filler"
+    with open(filler, "wb") as fh:
+        chunk = b"\0" * (1 << 20)
+        try:
+            while True:
+                fh.write(chunk)
+                fh.flush()
+        except OSError:
+            pass
+    try:
+        with open(filler, "ab") as fh:  # down to the last page
+            while True:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+    except OSError:
+        pass
+    out["full_free_bytes"] = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+    os.kill(proc.pid, signal.SIGCONT)
+    out["full_rc"] = proc.wait(timeout=120)
+    record = Store(store).get(paths.dir.name)
+    out["full_status"], out["full_reason"] = record.status, record.reason
+    log = read_events(paths.events)
+    out["full_events"] = {"n": len(log.events), "torn": log.torn, "partial": log.partial}
+    out["full_ls"] = cli(["--store", store, "ls", "--json"], env)
+    filler.unlink()
+    out["full_checkpoints"] = faultkit.load_checkpoints(paths.checkpoints)
+    out["full_train_log"] = tail(paths.log.read_text(errors="replace"), 4000)
+
+
+def wait_stopped(pid: int, timeout: float = 120) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state in ("T", "t"):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 if __name__ == "__main__":
