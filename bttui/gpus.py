@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
@@ -41,6 +43,11 @@ def _decode(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def driver_present() -> bool:
+    """Whether an NVIDIA kernel driver is loaded; without one NVML cannot work and is not loaded at all."""
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl"))
+
+
 class NvmlGpuSampler:
     """Samples every visible device through NVML.
 
@@ -59,6 +66,10 @@ class NvmlGpuSampler:
 
     def _init(self) -> None:
         self._initialised = True
+        if not driver_present():
+            # No NVIDIA driver on this machine: skip loading NVML (~65 ms per CLI launch).
+            self.error = "no NVIDIA driver found (/proc/driver/nvidia/version is missing)"
+            return
         try:
             import pynvml  # nvidia-ml-py; imported here so importing bttui stays cheap
 

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from bttui import gpus
 from bttui.gpus import GIB, FakeGpuSampler, GpuSample, NvmlGpuSampler, gpu_summary
 
 
@@ -45,6 +46,21 @@ def make_fake_pynvml(*, init_error: Exception | None = None, util_error: bool = 
     mod.nvmlDeviceGetComputeRunningProcesses = lambda h: devices[h]["procs"]
     return mod
 
+
+
+@pytest.fixture(autouse=True)
+def _driver_present(monkeypatch, request):
+    """The fake pynvml modules stand in for a machine with a driver, unless a test says otherwise."""
+    if "no_driver" not in request.keywords:
+        monkeypatch.setattr(gpus, "driver_present", lambda: True)
+
+
+@pytest.mark.no_driver
+def test_no_driver_skips_nvml_entirely(monkeypatch):
+    monkeypatch.setattr(gpus, "driver_present", lambda: False)
+    sampler = gpus.NvmlGpuSampler()
+    assert sampler.sample() == []
+    assert sampler.available is False and "no NVIDIA driver" in sampler.error
 
 def test_samples_through_fake_nvml(monkeypatch):
     fake = make_fake_pynvml()

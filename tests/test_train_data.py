@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -72,7 +73,10 @@ def test_cache_hit_does_not_rewrite(root, tmp_path):
     a = tdata.load_dataset(root, "organs_coronal", image_size=24, cache_dir=cache)
     assert a.cache_path is not None and a.cache_path.parent == cache
     files = sorted(os.listdir(cache))
-    assert files == [a.cache_path.name] and "organs_coronal" in files[0] and "s24" in files[0]
+    assert files == [a.cache_path.name, a.cache_path.name + ".source.json"]
+    assert "organs_coronal" in files[0] and "s24" in files[0]
+    source = json.loads((cache / files[1]).read_text())
+    assert source["dataset"] == "organs_coronal" and source["h5_path"].endswith("organs_coronal/images.hdf5")
     st = a.cache_path.stat()
     b = tdata.load_dataset(root, "organs_coronal", image_size=24, cache_dir=cache)
     assert isinstance(b.images, np.memmap)
@@ -83,7 +87,7 @@ def test_cache_hit_does_not_rewrite(root, tmp_path):
     np.testing.assert_array_equal(tdata.load_dataset(root, "organs_coronal", image_size=24).images, b.images)
     # another size or colour mode gets its own file
     tdata.load_dataset(root, "crc", image_size=24, grayscale=True, cache_dir=cache)
-    assert len(os.listdir(cache)) == 2
+    assert len([f for f in os.listdir(cache) if f.endswith(".npy")]) == 2
 
 
 def test_cache_invalidated_when_hdf5_changes(root, tmp_path):

@@ -28,7 +28,7 @@ def run_experiment(store_value: Path | None, config_path: Path, overrides: list[
     from bttui.runs.store import Store, resolve_store_root
 
     store = Store(resolve_store_root(store_value))
-    _check_disk(store)
+    _check_disk(store, cfg)
     paths = store.create_run(cfg, config_path=str(config_path))
     run_id = Path(paths.dir).name
     out = Console(highlight=False)
@@ -49,12 +49,10 @@ def run_experiment(store_value: Path | None, config_path: Path, overrides: list[
     return finish(store, run_id, out)
 
 
-def _check_disk(store: Any) -> None:
-    try:
-        from bttui.runs.disk import check_free_space
-    except ImportError:
-        return
-    check_free_space(store.root)
+def _check_disk(store: Any, cfg: Any) -> None:
+    from bttui.runs.disk import check_free_space
+
+    check_free_space(store.root, cfg)
 
 
 def _status_of(store: Any, run_id: str) -> str:

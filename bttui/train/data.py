@@ -262,6 +262,12 @@ def load_pixels(root: str | os.PathLike, dataset_id: str, *, image_size: int, gr
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    # Where the pixels came from, so `bttui gc` can tell whether the source still exists.
+    sidecar = final.with_name(final.name + ".source.json")
+    sidecar_tmp = sidecar.with_name(f".tmp-{sidecar.name}-{secrets.token_hex(4)}")
+    sidecar_tmp.write_text(json.dumps({"h5_path": str(h5_path.resolve()), "root": str(Path(root).resolve()),
+                                       "dataset": dataset_id}), encoding="utf-8")
+    os.replace(sidecar_tmp, sidecar)
     return np.load(final, mmap_mode="r"), final
 
 
