@@ -60,7 +60,7 @@ def start_command(
     from bttui.cli.run_cmd import _check_disk
 
     parsed = parse_grid(grid)
-    _check_disk(st)
+    _check_disk(st, None)  # the 1 GiB floor; each point is checked again when it launches
     sweep = create_sweep(st, config, parsed, overrides=list(overrides or []))
     print(sweep.id, flush=True)
     _say(f"{len(sweep.points)} runs queued; see them with `bttui sweep show {sweep.id}`", "dim", stderr=True)

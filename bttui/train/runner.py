@@ -10,6 +10,8 @@ when stopped by SIGTERM/SIGINT (the run is then resumable with ``--resume``).
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import signal
 import socket
@@ -50,10 +52,23 @@ class Runner:
         self.summary: dict[str, Any] = {"pretrain": None, "results": []}
         self.cell_status: dict[str, str] = {}
         self.dist: Any = None  # bttui.train.distributed.DistContext under torchrun (this is rank 0)
+        self._events_broken = False
 
     # ------------------------------------------------------------------ plumbing
     def emit(self, type: str, **fields: Any) -> Any:
-        return self.events.write(type, **fields) if self.events is not None else None
+        if self.events is None:
+            return None
+        if self._events_broken:
+            # A failed write may have left half a line; appending more would glue onto it and turn a
+            # reportable unfinished last line into a bad line inside the log. status.json has the outcome.
+            return None
+        try:
+            return self.events.write(type, **fields)
+        except OSError as exc:
+            self._events_broken = True
+            if exc.filename is None:  # os.write names no file; the reason should
+                raise OSError(exc.errno, exc.strerror, str(self.events.path)) from exc
+            raise
 
     def set_status(self, **fields: Any) -> None:
         """Write status.json now (merging any coalesced progress)."""
@@ -111,9 +126,17 @@ class Runner:
         from bttui.runs.events import EventWriter
         from bttui.runs.status import StatusFile
 
-        self.paths.dir.mkdir(parents=True, exist_ok=True)
-        self.events = EventWriter(self.paths.events)
-        self.status = StatusFile(self.paths)
+        try:
+            self.paths.dir.mkdir(parents=True, exist_ok=True)
+            self.events = EventWriter(self.paths.events)
+            self.status = StatusFile(self.paths)
+        except OSError as exc:
+            # Nothing can record the failure in the run (read-only or full store, no permission): say so and stop.
+            print(f"bttui.train: cannot write to the run directory {self.paths.dir}: {exc.strerror or exc}"
+                  f"{f' ({exc.filename})' if exc.filename else ''}", file=sys.stderr, flush=True)
+            return 1
+        if self.resume:
+            self._clean_stale_temps()
         previous_handlers = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
@@ -129,7 +152,7 @@ class Runner:
             final, reason = self._main()
             code = {"completed": 0, "failed": 1}.get(final, 128 + (self.stop_signal or signal.SIGTERM))
         except BaseException as exc:  # noqa: BLE001 - every failure must end in status.json
-            reason = str(exc) if isinstance(exc, BttuiError) else f"{type(exc).__name__}: {exc}"
+            reason = str(exc) if isinstance(exc, BttuiError) else (disk_reason(exc) or f"{type(exc).__name__}: {exc}")
             if isinstance(exc, KeyboardInterrupt):
                 final, reason, code = "stopped", "interrupted", 128 + signal.SIGINT
             else:
@@ -144,7 +167,7 @@ class Runner:
             self._done.set()
         fault_point("runner.final_status")
         try:
-            self.set_status(status=final, reason=reason, ended=time.time(), stage=None)
+            self._final_status(status=final, reason=reason, ended=time.time(), stage=None)
             self.emit("status", status=final, reason=reason)
         except Exception as exc:
             print(f"bttui.train: could not write the final status: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -160,6 +183,33 @@ class Runner:
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
         return code
+
+    def _final_status(self, **fields: Any) -> None:
+        """Write the final status; on a full disk, where the atomic write cannot get a temp file, in place."""
+        try:
+            self.set_status(**fields)
+        except OSError as exc:
+            if exc.errno not in FULL_ERRNOS:
+                raise
+            with self._lock:
+                self.status.data.update(self._pending)
+                self._pending = {}
+                self.status.data.update(fields, heartbeat=time.time())
+                overwrite_in_place(self.paths.status, self.status.data)
+            print(f"bttui.train: disk full; final status written in place of {self.paths.status}", file=sys.stderr)
+
+    def _clean_stale_temps(self) -> None:
+        """Before resuming: temp files that killed writes of this run (and of the store) left behind."""
+        try:
+            from bttui.runs.disk import apply, resume_temp_removals
+
+            removals = resume_temp_removals(self.paths.dir)
+            if removals:
+                freed = apply(removals)
+                print(f"bttui.train: removed {len(removals)} stale temp file(s) ({freed} bytes): "
+                      f"{', '.join(r.path.name for r in removals)}", file=sys.stderr, flush=True)
+        except Exception as exc:  # noqa: BLE001 - leftovers cost disk space, never the run
+            print(f"bttui.train: stale temp cleanup failed: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     def _start(self) -> None:
         from bttui.config.load import config_to_dict, load_config
@@ -201,6 +251,7 @@ class Runner:
         self.cell_status = {c.id: ("completed" if c.id in done else "pending") for c in cells}
         self.summary = {"pretrain": previous.get("pretrain") if isinstance(previous, dict) else None,
                         "results": [done[c.id] for c in cells if c.id in done]}
+        self._replay_lost_cell_ends(done)
         self.set_status(cells_total=len(cells), cells_done=len(done), cells=dict(self.cell_status))
 
         # ---- pretraining
@@ -345,6 +396,20 @@ class Runner:
         self._record(cell, result)
         return "completed" if result["status"] == "completed" else result["error"]
 
+    def _replay_lost_cell_ends(self, done: dict[str, dict]) -> None:
+        """Emit the `cell_end` of completed cells whose event a crash lost.
+
+        _record writes summary.json first and the event second, so a cell is never run twice
+        (the summary is what resume trusts); a kill between the two leaves a completed cell without
+        its event, which is written here, once: a replayed event counts as the cell's event next time.
+        """
+        if not done:
+            return
+        logged = completed_cell_ends(self.paths.events)
+        for cell_id, result in done.items():
+            if cell_id not in logged:
+                self.emit("cell_end", stage="finetune", cell=cell_id, result=result, replayed=True)
+
     def _record(self, cell: Any, result: dict) -> None:
         order = {c: i for i, c in enumerate(self.cell_status)}
         results = [r for r in self.summary["results"] if r.get("cell") != cell.id] + [result]
@@ -377,6 +442,62 @@ class Runner:
                 print(f"bttui.train: on_finish exited with {proc.returncode}", file=sys.stderr)
         except Exception as exc:
             print(f"bttui.train: on_finish failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+def disk_reason(exc: BaseException) -> str | None:
+    """A one-line, actionable reason for a write the disk refused (full, quota, read-only); None for other errors."""
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return None
+    where = f" while writing {exc.filename}" if exc.filename else ""
+    if exc.errno in FULL_ERRNOS:
+        what = "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+        return (f"{what}{where}: free space (`bttui gc` drops old checkpoints of finished runs) or move the store "
+                f"(--store, $BTTUI_STORE), then resume the run")
+    if exc.errno == errno.EROFS:
+        return f"the run store became read-only{where}: remount it read-write, then resume the run"
+    return None
+
+
+def overwrite_in_place(path: Path, data: dict) -> None:
+    """Rewrite a small JSON file through its own blocks (no temp file, no truncation): the last resort on a full
+    disk. Not atomic: a reader may see a mix for an instant (read_json then falls back to its default)."""
+    from bttui.runs.atomic import dumps
+
+    payload = dumps(data).encode("utf-8") + b"\n"
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if len(payload) < size:  # pad with JSON whitespace instead of truncating, so the old tail cannot remain
+            payload += b" " * (size - len(payload))
+        view = memoryview(payload)
+        offset = 0
+        while offset < len(payload):
+            offset += os.pwrite(fd, view[offset:], offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def completed_cell_ends(events_path: Path) -> set[str]:
+    """Cell ids whose last `cell_end` event in the log reports a completed result (torn lines skipped)."""
+    last: dict[str, Any] = {}
+    try:
+        with open(events_path, "rb") as fh:
+            for line in fh:
+                if b"cell_end" not in line:  # cheap filter: the log is mostly step events
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict) and event.get("type") == "cell_end" and isinstance(event.get("cell"), str):
+                    last[event["cell"]] = event.get("result")
+    except FileNotFoundError:
+        return set()
+    return {cell for cell, result in last.items() if isinstance(result, dict) and result.get("status") == "completed"}
 
 
 def failed_result(cell: Any, error: str) -> dict[str, Any]:
