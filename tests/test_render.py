@@ -13,7 +13,7 @@ from bttui.render import format as fmt
 from bttui.render.confusion import abbreviate, confusion_matrix_table, confusion_table
 from bttui.render.glyphs import STATUS_GLYPH, STATUS_STYLE, status_text
 from bttui.render.progress import ProgressState, cells_in_config
-from bttui.render.tables import config_sources_table, fmt_progress, init_label, results_table, runs_table
+from bttui.render.tables import init_comparison_table, config_sources_table, fmt_progress, init_label, results_table, runs_table
 
 
 def render(renderable, width: int = 100, color: bool = False) -> str:
@@ -184,7 +184,8 @@ RESULT = {
 
 
 def test_results_table_columns_and_values():
-    failed = dict(RESULT, status="failed", test_accuracy=None, test_accuracy_ci=None, label_fraction=1.0)
+    failed = dict(RESULT, status="failed", test_accuracy=None, test_accuracy_ci=None, label_fraction=1.0,
+                  dataset="crc", seed=1)
     table = results_table([RESULT, failed], width=100)
     headers = [c.header for c in table.columns]
     assert headers[:8] == ["dataset", "init", "strategy", "labels", "n", "seed", "status", "accuracy"]
@@ -203,6 +204,21 @@ def test_results_table_columns_and_values():
     assert len(results_table([dict(RESULT, balanced_accuracy=0.5)], width=80).columns) == 8
     assert [c.header for c in with_bal.columns][-2:] == ["bal. acc", "macro F1"]
     assert column_cells(with_bal, 9) == ["0.457"]
+    # one dataset and one seed for every row: both move into the title, the interval fits at 80 columns
+    same = results_table([RESULT, dict(RESULT, init="random", test_accuracy=0.5)], width=80)
+    assert [c.header for c in same.columns] == ["init", "strategy", "labels", "n", "status", "accuracy"]
+    assert "organs_sagittal" in str(same.title) and "seed 0" in str(same.title)
+    assert column_cells(same, 5)[0] == "63.4% (60.1–66.7)"
+
+
+def test_init_comparison_marks_the_best_init_and_averages_seeds():
+    rows = [dict(RESULT, init="barlow_twins:20241125-205800-demo-ab12", test_accuracy=0.6, seed=0),
+            dict(RESULT, init="barlow_twins:20241125-205800-demo-ab12", test_accuracy=0.8, seed=1),
+            dict(RESULT, init="random", test_accuracy=0.5, seed=0)]
+    table = init_comparison_table(rows)
+    assert [c.header for c in table.columns] == ["strategy", "labels", "barlow_twins", "random"]
+    assert column_cells(table, 2) == ["70.0% ▲"] and column_cells(table, 3) == ["50.0%  "]
+    assert init_comparison_table([RESULT]) is None
 
 
 def test_runs_table_and_progress_words():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from bttui.cli.app import app, report_error
+from bttui.cli.app import app, report_error, storage_error
 from bttui.errors import BttuiError
 
 __all__ = ["app", "main"]
@@ -18,5 +18,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BttuiError as err:
         # The root group already reports errors raised inside commands; this
         # catches the rest (e.g. raised while building the context).
+        report_error(err)
+        sys.exit(err.exit_code)
+    except OSError as exc:  # a read-only, full or forbidden store outside a command (same as the root group)
+        err = storage_error(exc)
+        if err is None:
+            raise
         report_error(err)
         sys.exit(err.exit_code)

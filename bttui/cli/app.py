@@ -33,13 +33,50 @@ def report_error(err: BaseException) -> None:
     console.print(Text.assemble(("bttui: error: ", "bold red"), clean(str(err))))
 
 
+def storage_error(exc: BaseException) -> BttuiError | None:
+    """A BttuiError paragraph for an OSError the storage refused (read-only, full, quota, permission); else None.
+
+    These come from the environment, not from a bug, so they get a message naming the path and the fix
+    instead of a traceback.
+    """
+    import errno
+
+    if not isinstance(exc, OSError):
+        return None
+    advice = {
+        errno.EROFS: "the filesystem is mounted read-only. Remount it read-write or use a writable store "
+                     "(--store DIR or $BTTUI_STORE).",
+        errno.ENOSPC: "the disk is full. Free space (`bttui gc` drops old checkpoints of finished runs) or use "
+                      "another store (--store DIR or $BTTUI_STORE).",
+        getattr(errno, "EDQUOT", errno.ENOSPC): "your disk quota is used up. Free space (`bttui gc`) or use another "
+                                                "store (--store DIR or $BTTUI_STORE).",
+        errno.EACCES: "permission denied. Check the owner and mode of that folder, or use a store you can write "
+                      "(--store DIR or $BTTUI_STORE).",
+        errno.EPERM: "the operation is not permitted there. Check the owner and mode of that folder, or use a store "
+                     "you can write (--store DIR or $BTTUI_STORE).",
+    }.get(exc.errno)  # type: ignore[arg-type]
+    if advice is None:
+        return None
+    where = f" {exc.filename}" if exc.filename else ""
+    if exc.filename2:
+        where += f" -> {exc.filename2}"
+    return BttuiError(f"Cannot write{where}: {exc.strerror or exc}; {advice}")
+
+
 class BttuiGroup(TyperGroup):
-    """The root command group: a BttuiError raised by any command exits with its code and message, no traceback."""
+    """The root command group: a BttuiError raised by any command exits with its code and message, no traceback;
+    so does an OSError from storage that refuses writes (read-only, full, no permission)."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except BttuiError as err:
+            report_error(err)
+            raise typer.Exit(err.exit_code) from None
+        except OSError as exc:
+            err = storage_error(exc)
+            if err is None:
+                raise
             report_error(err)
             raise typer.Exit(err.exit_code) from None
 

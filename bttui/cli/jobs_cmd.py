@@ -138,15 +138,18 @@ def logs_command(
     ctx: typer.Context,
     run: RunArg,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new output until the run ends.")] = False,
+    raw: Annotated[bool, typer.Option("--raw", help="Copy the bytes as they are (escape sequences included; "
+                                                    "for piping into a file, not for a terminal).")] = False,
     store: StoreOpt = None,
 ) -> None:
-    """Print a run's train.log (the trainer's stdout and stderr)."""
+    """Print a run's train.log (the trainer's stdout and stderr); control characters are shown escaped (\\e)."""
     st = _store(ctx, store)
     record = st.resolve(run)
     from bttui.runs.slurm import log_path
 
     path = log_path(record)  # slurm.out for a Slurm run
-    offset = _copy_from(path, 0)
+    # Following: whole lines only, so a multi-byte character or an escape sequence is never cut in two.
+    offset = _copy_from(path, 0, raw=raw, whole_lines=follow)
     if not follow:
         return
     from bttui.runs.status import FINAL_STATUSES
@@ -155,29 +158,46 @@ def logs_command(
     try:
         while True:
             current = load_record(record.paths.dir)
-            offset = _copy_from(path, offset)
-            if current is None or current.status in FINAL_STATUSES:
+            ended = current is None or current.status in FINAL_STATUSES
+            offset = _copy_from(path, offset, raw=raw, whole_lines=not ended)
+            if ended:
                 return
             time.sleep(POLL_S)
     except KeyboardInterrupt:
         return
 
 
-def _copy_from(path: Path, offset: int) -> int:
-    """Write `path` from byte `offset` to stdout; returns the new offset (a missing file is empty)."""
+def _copy_from(path: Path, offset: int, *, raw: bool = False, whole_lines: bool = False) -> int:
+    """Write `path` from byte `offset` to stdout; returns the new offset (a missing file is empty).
+
+    The log holds whatever the trainer printed, e.g. a hostile class name: unless `raw`, it is decoded as
+    UTF-8 (bad bytes replaced) and its control characters made visible (bttui.render.format.clean), so
+    nothing in it can drive the terminal. `whole_lines` stops after the last complete line.
+    """
+    import codecs
+
+    from bttui.render.format import clean
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    out = sys.stdout.buffer
+    encoding = sys.stdout.encoding or "utf-8"
     try:
         with open(path, "rb") as fh:
             fh.seek(offset)
-            while True:
-                chunk = fh.read(1 << 16)
-                if not chunk:
-                    break
-                sys.stdout.buffer.write(chunk)
-                offset += len(chunk)
+            data = fh.read()
     except FileNotFoundError:
         return offset
-    sys.stdout.flush()
-    return offset
+    if whole_lines:
+        data = data[: data.rfind(b"\n") + 1]
+    for start in range(0, len(data), 1 << 16):
+        chunk = data[start:start + (1 << 16)]
+        if raw:
+            out.write(chunk)
+        else:
+            text = decoder.decode(chunk, final=start + len(chunk) >= len(data)).replace("\r\n", "\n")
+            out.write(clean(text).encode(encoding, errors="backslashreplace"))
+    out.flush()
+    return offset + len(data)
 
 
 def attach_command(

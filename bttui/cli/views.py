@@ -187,12 +187,16 @@ def print_results(console: Any, results: Sequence[Mapping[str, Any]]) -> None:
 
     from bttui.render.confusion import confusion_table
     from bttui.render.format import clean, fmt_accuracy
-    from bttui.render.tables import results_table
+    from bttui.render.tables import init_comparison_table, results_table
 
     if not results:
         console.print(Text("no fine-tuning results yet", style="dim"))
         return
     console.print(results_table(results, width=console.width))
+    comparison = init_comparison_table(results)
+    if comparison is not None:
+        console.print()
+        console.print(comparison)
     print_seed_summary(console, results)
     print_layer_probes(console, results)
     for r in results:

@@ -64,14 +64,27 @@ def results_table(results: Sequence[Mapping[str, Any]], title: str | None = None
     has_bal = wide and any(r.get("balanced_accuracy") is not None for r in results)
     has_f1 = wide and any(r.get("macro_f1") is not None for r in results)
     # One space of padding plus the one-space separator: 2 columns between cells keeps 8 columns within 80.
-    table = Table(title=Text(clean(title, single_line=True)) if title else None, box=box.SIMPLE_HEAD,
+    # Columns that hold one value for every row move into the title: at 80 columns every
+    # character counts, and "organs_sagittal" must never fold.
+    datasets = {str(r.get("dataset")) for r in results}
+    seeds = {str(r.get("seed")) for r in results}
+    one_dataset = len(datasets) == 1 and len(results) > 1
+    one_seed = len(seeds) == 1 and len(results) > 1
+    heading = [clean(title, single_line=True)] if title else []
+    if one_dataset:
+        heading.append(clean(next(iter(datasets)), single_line=True))
+    if one_seed:
+        heading.append(f"seed {clean(next(iter(seeds)), single_line=True)}")
+    table = Table(title=Text("  ·  ".join(heading)) if heading else None, box=box.SIMPLE_HEAD,
                   pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
-    table.add_column("dataset", overflow="fold", min_width=10)
+    if not one_dataset:
+        table.add_column("dataset", overflow="ellipsis", no_wrap=True, min_width=10)
     table.add_column("init", overflow="fold", min_width=10, max_width=28)
     table.add_column("strategy", overflow="fold", min_width=8)
     table.add_column("labels", justify="right", no_wrap=True)
     table.add_column("n", justify="right", no_wrap=True)
-    table.add_column("seed", justify="right", no_wrap=True)
+    if not one_seed:
+        table.add_column("seed", justify="right", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("accuracy", justify="right", no_wrap=True)
     if has_bal:
@@ -80,24 +93,66 @@ def results_table(results: Sequence[Mapping[str, Any]], title: str | None = None
         table.add_column("macro F1", justify="right", no_wrap=True)
     for r in results:
         acc = Text(fmt_accuracy(r.get("test_accuracy")), style="bold" if r.get("test_accuracy") is not None else "dim")
-        ci = fmt_ci(r.get("test_accuracy_ci")) if width >= WITH_CI else ""
+        # each column moved into the title frees room for the interval
+        ci = fmt_ci(r.get("test_accuracy_ci")) if width >= WITH_CI - 16 * (one_dataset + one_seed) else ""
         if ci:
             acc.append(f" ({ci})", style="dim")
-        row = [
-            _t(r.get("dataset")),
-            Text(init_label(r.get("init"))),
-            _t(r.get("strategy")),
-            Text(fmt_fraction(r.get("label_fraction"))),
-            _num_text(r.get("n_train")),
-            _num_text(r.get("seed")),
-            status_text(r.get("status")),
-            acc,
-        ]
+        row = [] if one_dataset else [_t(r.get("dataset"))]
+        row += [Text(init_label(r.get("init"))), _t(r.get("strategy")), Text(fmt_fraction(r.get("label_fraction"))),
+                _num_text(r.get("n_train"))]
+        if not one_seed:
+            row.append(_num_text(r.get("seed")))
+        row += [status_text(r.get("status")), acc]
         if has_bal:
             row.append(Text(fmt_accuracy(r.get("balanced_accuracy"))))
         if has_f1:
             f1 = r.get("macro_f1")
             row.append(Text("-" if f1 is None else f"{float(f1):.3f}"))
+        table.add_row(*row)
+    return table
+
+
+def init_comparison_table(results: Sequence[Mapping[str, Any]]) -> Table | None:
+    """Test accuracy side by side per init: one row per (dataset, strategy, labels), the best init marked.
+
+    Answers the question the paper asks (does Barlow Twins init beat the others?) at a
+    glance; None when the results hold a single init. Seeds are averaged.
+    """
+    from collections import defaultdict
+
+    inits: list[str] = []
+    cells: dict[tuple[str, str, float], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        acc = r.get("test_accuracy")
+        if r.get("status", "completed") != "completed" or acc is None:
+            continue
+        init = init_label(r.get("init"))
+        if init not in inits:
+            inits.append(init)
+        key = (str(r.get("dataset")), str(r.get("strategy")), float(r.get("label_fraction") or 0.0))
+        cells[key][init].append(float(acc))
+    if len(inits) < 2:
+        return None
+    table = Table(title=Text("test accuracy by init (▲ best)"), box=box.SIMPLE_HEAD, pad_edge=False,
+                  show_edge=False, padding=(0, 1, 0, 0))
+    multi_dataset = len({k[0] for k in cells}) > 1
+    if multi_dataset:
+        table.add_column("dataset", overflow="ellipsis", no_wrap=True)
+    table.add_column("strategy", overflow="fold")
+    table.add_column("labels", justify="right", no_wrap=True)
+    for init in inits:
+        table.add_column(clean(init, single_line=True), justify="right", no_wrap=True)
+    for (dataset, strategy, fraction), by_init in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        means = {i: sum(v) / len(v) for i, v in by_init.items() if v}
+        best = max(means.values()) if means else None
+        row = [_t(dataset)] if multi_dataset else []
+        row += [_t(strategy), Text(fmt_fraction(fraction))]
+        for init in inits:
+            if init not in means:
+                row.append(Text("-", style="dim"))
+                continue
+            top = best is not None and means[init] == best and len(means) > 1
+            row.append(Text(fmt_accuracy(means[init]) + (" ▲" if top else "  "), style="bold" if top else ""))
         table.add_row(*row)
     return table
 

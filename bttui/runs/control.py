@@ -116,21 +116,37 @@ def stop_run(store: Store, record: RunRecord, *, force: bool = False, timeout: f
     return now.status
 
 
+def is_stranded(record: RunRecord) -> bool:
+    """True for a run that says `queued` but that nothing will ever start: no trainer pid, no queue row, no Slurm
+    job, made on this host (a store shared over NFS has one queue per host). A `bttui run --detach` killed between
+    creating the run and queueing it leaves one."""
+    from bttui.runs.queue import Queue
+
+    if record.stored_status != QUEUED or record.status_data.get("pid") or _slurm_job(record) is not None:
+        return False
+    host = record.status_data.get("host")
+    if host and host != liveness.hostname():
+        return False
+    return Queue(record.paths.dir.parent).position(record.id) is None
+
+
 def prepare_resume(record: RunRecord) -> None:
-    """Check a run can be resumed (stopped, failed or crashed) and mark it queued again, pid cleared."""
+    """Check a run can be resumed (stopped, failed or crashed, or queued but stranded outside the queue) and mark
+    it queued again, pid cleared."""
     if record.status == COMPLETED:
         raise BttuiError(f"Run {record.id} already completed; nothing to resume. Start a new run to train again.")
     if record.status == RUNNING or _has_live_pid(record):
         raise BttuiError(f"Run {record.id} is still running (pid {record.status_data.get('pid')}); stop it first "
                          f"with `bttui stop {record.id}` or follow it with `bttui attach {record.id}`.")
-    if record.status == QUEUED:
+    stranded = record.status == QUEUED and is_stranded(record)
+    if record.status == QUEUED and not stranded:
         raise BttuiError(f"Run {record.id} is already queued; it starts when its resources are free.")
     if _slurm_job(record) is not None:
         raise BttuiError(f"Run {record.id} ran under Slurm; resume it by submitting again with "
                          f"`bttui run --slurm` (resuming Slurm runs in place is not supported).")
     data = read_status(record.paths)
-    data.update(status=QUEUED, reason=f"resuming after {record.status}", pid=None, pid_start=None, pgid=None,
-                ended=None, heartbeat=time.time())
+    reason = "re-queued: it had left the queue before it started" if stranded else f"resuming after {record.status}"
+    data.update(status=QUEUED, reason=reason, pid=None, pid_start=None, pgid=None, ended=None, heartbeat=time.time())
     write_status(record.paths, data)
 
 

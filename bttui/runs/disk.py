@@ -28,7 +28,15 @@ BACKBONE_DIM = {"resnet18": 512, "resnet50": 2048}
 CACHE_RE = re.compile(r"^(?P<dataset>.+)-s(?P<size>\d+)-(?P<mode>gray|native)-v(?P<version>\d+)-"
                       r"(?P<fingerprint>[0-9a-f]{16})-c(?P<channels>\d+)\.npy$")
 _FINGERPRINT_BYTES = 1 << 20  # same as bttui.train.data._CHECKSUM_BYTES
-STALE_TEMP_S = 24 * 3600  # temp files younger than this may belong to a write in progress
+# Temp files younger than these may belong to a write in progress. A pixel cache fill keeps touching its file
+# (mmap writeback updates the mtime), a run folder is built in well under a second, and status.json/summary.json
+# temp files live for milliseconds; a crash is the only way to leave one older.
+STALE_TEMP_S = 3600  # cache `.tmp-*` files and store `.tmp-<id>` / `.deleting-<id>` folders
+RUN_TEMP_S = 60  # atomic-write temps in a run folder (`.status.json.<hex>.tmp`)
+# Checkpoint and test-feature temps carry their writer's pid: `.pretrain_epoch0002.pt.<pid>.tmp`,
+# `.test_features.<pid>.tmp.npz` (bttui.train.pretrain.save_atomic, bttui.train.finetune).
+_PID_TEMP_RE = re.compile(r"^\..+\.(?P<pid>\d+)\.tmp(?:\.npz)?$")
+_ATOMIC_TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # bttui.runs.atomic.write_bytes_atomic
 
 
 def human(n: float) -> str:
@@ -113,8 +121,21 @@ def required_free_bytes(cfg: Any = None, settings: Any = None) -> int:
     return max(int(float(floor_gb) * GIB), CHECKPOINT_FACTOR * ckpt)
 
 
+def _check_writable(store_root: str | os.PathLike) -> None:
+    """BttuiError when the store's filesystem is mounted read-only (checked first: no amount of free space helps)."""
+    where = _existing(store_root)
+    try:
+        flags = os.statvfs(where).f_flag
+    except OSError:
+        return
+    if flags & getattr(os, "ST_RDONLY", 1):
+        raise BttuiError(f"The run store {store_root} is on a read-only filesystem ({where}); nothing can be written "
+                         f"there. Remount it read-write or use a writable store (--store DIR or $BTTUI_STORE).")
+
+
 def check_free_space(store_root: str | os.PathLike, cfg: Any = None, settings: Any = None) -> None:
     """Before a launch: BttuiError naming the store, free and needed space when the store's disk is too full."""
+    _check_writable(store_root)
     if settings is None:
         from bttui.config.settings import load_settings
 
@@ -245,7 +266,84 @@ def checkpoint_removals(record: Any, now: float | None = None) -> list[Removal]:
     out = [Removal(p, tree_bytes(p), f"old checkpoint of {record.status} run {record.id}")
            for p in sorted(ckpts) if p not in keep]
     out += [Removal(p, tree_bytes(p), f"unfinished checkpoint write of run {record.id}") for p in sorted(temps)]
+    out += [r for r in run_temp_removals(record.paths.dir, now=now) if r.path.parent != folder]
     return out
+
+
+def _age(path: Path, now: float) -> float | None:
+    try:
+        return now - path.lstat().st_mtime
+    except OSError:
+        return None
+
+
+def _pid_temp_dead(name: str) -> bool:
+    """True for a pid-tagged temp name whose writer is gone (never for this process's own temps)."""
+    from bttui.runs import liveness
+
+    m = _PID_TEMP_RE.match(name)
+    if m is None:
+        return False
+    pid = int(m.group("pid"))
+    return pid != os.getpid() and not liveness.pid_alive(pid)
+
+
+def run_temp_removals(run_dir: str | os.PathLike, now: float | None = None) -> list[Removal]:
+    """Temp files killed writes left in one run folder: checkpoint and test-feature temps whose writer pid is gone,
+    and atomic-write temps (`.status.json.<hex>.tmp`) older than a minute. Never a complete file."""
+    run_dir = Path(run_dir)
+    now = time.time() if now is None else now
+    out: list[Removal] = []
+    try:
+        top = [p for p in run_dir.iterdir() if p.name.startswith(".") and _ATOMIC_TEMP_RE.match(p.name)]
+    except OSError:
+        top = []
+    for path in sorted(top):
+        age = _age(path, now)
+        if age is not None and age > RUN_TEMP_S and path.is_file():
+            out.append(Removal(path, tree_bytes(path), f"unfinished write of {path.name.split('.')[1]} "
+                                                       f"in run {run_dir.name}"))
+    tagged: list[Path] = []
+    for folder in (run_dir / "checkpoints", *sorted((run_dir / "artifacts" / "cells").glob("*"))):
+        try:
+            tagged += [p for p in folder.iterdir() if p.name.startswith(".") and p.is_file()]
+        except OSError:
+            continue
+    out += [Removal(p, tree_bytes(p), f"unfinished write of a dead trainer in run {run_dir.name}")
+            for p in sorted(tagged) if _pid_temp_dead(p.name)]
+    return out
+
+
+def store_temp_removals(store_root: str | os.PathLike, now: float | None = None) -> list[Removal]:
+    """Run folders a killed `create_run` (`.tmp-<id>`) or `delete_run` (`.deleting-<id>`) left in the store,
+    older than an hour, and pixel-cache temps (`cache/.tmp-*`) older than an hour."""
+    root = Path(store_root)
+    now = time.time() if now is None else now
+    out: list[Removal] = []
+    try:
+        entries = sorted(p for p in root.iterdir() if p.name.startswith((".tmp-", ".deleting-")))
+    except OSError:
+        entries = []
+    for path in entries:
+        age = _age(path, now)
+        if age is not None and age > STALE_TEMP_S:
+            what = "half-made run folder" if path.name.startswith(".tmp-") else "half-deleted run folder"
+            out.append(Removal(path, tree_bytes(path), f"{what} older than an hour"))
+    try:
+        cache = sorted(p for p in (root / "cache").iterdir() if p.name.startswith(".tmp-"))
+    except OSError:
+        cache = []
+    for path in cache:
+        age = _age(path, now)
+        if age is not None and age > STALE_TEMP_S:
+            out.append(Removal(path, tree_bytes(path), "unfinished cache write older than an hour"))
+    return out
+
+
+def resume_temp_removals(run_dir: str | os.PathLike, now: float | None = None) -> list[Removal]:
+    """What a resuming trainer removes first: its run's leftovers (see run_temp_removals) and the store's."""
+    run_dir = Path(run_dir)
+    return run_temp_removals(run_dir, now=now) + store_temp_removals(run_dir.parent, now=now)
 
 
 def _data_roots(store: Any, records: list, settings: Any) -> set[Path]:
@@ -292,13 +390,7 @@ def cache_removals(store: Any, records: list | None = None, settings: Any = None
     out: list[Removal] = []
     for path in entries:
         if path.name.startswith(".tmp-"):
-            try:
-                old = now - path.stat().st_mtime > STALE_TEMP_S
-            except OSError:
-                continue
-            if old:
-                out.append(Removal(path, tree_bytes(path), "unfinished cache write older than a day"))
-            continue
+            continue  # store_temp_removals
         m = CACHE_RE.match(path.name)
         if m is None:
             continue
@@ -322,8 +414,9 @@ def cache_removals(store: Any, records: list | None = None, settings: Any = None
     return out
 
 
-def gc_plan(store: Any, settings: Any = None) -> list[Removal]:
-    """Everything `bttui gc` would remove: old checkpoints of finished runs, caches of vanished datasets."""
+def gc_plan(store: Any, settings: Any = None, now: float | None = None) -> list[Removal]:
+    """Everything `bttui gc` would remove: old checkpoints and temp files of finished runs, caches of vanished
+    datasets, and what killed writes left in the store (half-made run folders, cache temps)."""
     if settings is None:
         from bttui.config.settings import load_settings
 
@@ -331,8 +424,9 @@ def gc_plan(store: Any, settings: Any = None) -> list[Removal]:
     records = store.list_runs()
     plan: list[Removal] = []
     for record in records:
-        plan += checkpoint_removals(record)
-    plan += cache_removals(store, records, settings)
+        plan += checkpoint_removals(record, now=now)
+    plan += cache_removals(store, records, settings, now=now)
+    plan += store_temp_removals(store.root, now=now)
     return plan
 
 

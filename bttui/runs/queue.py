@@ -12,7 +12,9 @@ and starts it itself when its turn comes (`take_turn`); if the owner dies, the
 run is started detached by the next drain. A row is deleted only after its
 trainer has been spawned (and its pid recorded in status.json) or when its run
 is no longer waiting, so a crash at any point loses no queued run and starts
-none twice.
+none twice. A run created but never queued (its launcher killed in between) is
+put in the queue by the next drain once it is a minute old (`adopt_stranded`),
+or at once by `bttui resume`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ from bttui.runs.status import QUEUED
 from bttui.runs.store import Store, db_dir, load_record
 
 BUSY_TIMEOUT_MS = 30_000
+# A run that says `queued` with no trainer and no queue row for this long was stranded (its `bttui run --detach`
+# died between creating and queueing it); the next drain puts it in the queue. A live launcher queues its run
+# within milliseconds of creating it, so this never races one.
+STRANDED_AFTER_S = 60.0
 QUEUE_FILE = "queue.sqlite"
 _CREATE = """
 CREATE TABLE IF NOT EXISTS queue (
@@ -235,6 +241,50 @@ def _drain(store: Store, *, want: str | None, sampler: Any,
     return started, (mine[0] if mine else None)
 
 
+def adopt_stranded(store: Store, *, now: float | None = None, min_age: float = STRANDED_AFTER_S) -> list[str]:
+    """Queue every run of this host that says `queued` but has no trainer, no queue row and no Slurm job, and
+    was last written over `min_age` seconds ago; returns their ids. Reads only status.json of each run."""
+    from bttui.runs.atomic import read_json
+
+    now = time.time() if now is None else now
+    host = liveness.hostname()
+    candidates: list[tuple[float, str, bool]] = []
+    for run_dir in store.run_dirs():
+        status = read_json(run_dir / "status.json", default=None)
+        if not isinstance(status, dict) or status.get("status") != QUEUED or status.get("pid"):
+            continue
+        if status.get("host") not in (None, host) or (run_dir / "slurm.json").exists():
+            continue
+        try:
+            written = (run_dir / "status.json").stat().st_mtime
+            events = (run_dir / "events.jsonl").stat().st_size if (run_dir / "events.jsonl").exists() else 0
+        except OSError:
+            continue
+        if now - written < min_age:
+            continue
+        candidates.append((written, run_dir.name, events > 0))
+    if not candidates:
+        return []
+    queue = Queue(store)
+    queued = {e.run_id for e in queue.entries()}
+    adopted = []
+    for _written, run_id, resume in sorted(candidates):  # oldest first: the order they were meant to start in
+        if run_id in queued:
+            continue
+
+        def work(conn: sqlite3.Connection, run_id: str = run_id, resume: bool = resume) -> bool:
+            # Checked again under the write lock: a launcher may have queued it since the read above.
+            if conn.execute("SELECT 1 FROM queue WHERE run_id = ?", (run_id,)).fetchone():
+                return False
+            conn.execute("INSERT INTO queue (run_id, resume, owner_pid, owner_start, created) VALUES (?, ?, ?, ?, ?)",
+                         (run_id, int(resume), None, None, time.time()))
+            return True
+
+        if queue._tx(work):
+            adopted.append(run_id)
+    return adopted
+
+
 def _defaults(sampler: Any, settings: Any) -> tuple[Any, Reservations]:
     if sampler is None:
         from bttui.gpus import default_sampler
@@ -257,6 +307,10 @@ def start_ready(store_root: str | os.PathLike | Store, *, sampler: Any = None, s
             reservations.release_run(finished)
         except (OSError, BttuiError):
             pass
+    try:
+        adopt_stranded(store)
+    except (OSError, sqlite3.Error, BttuiError):
+        pass  # a read-only store: nothing can be queued or started anyway
     if not Queue(store).exists():
         return []
     started, _ = _drain(store, want=None, sampler=sampler, reservations=reservations)
@@ -284,6 +338,10 @@ def submit(store: Store, paths: RunPaths, *, resume: bool = False, sampler: Any 
     sampler, reservations = _defaults(sampler, settings)
     _check_request(paths, sampler)
     Queue(store).add(paths.id, resume=resume)
+    try:
+        adopt_stranded(store)
+    except (OSError, sqlite3.Error, BttuiError):
+        pass  # best effort: this run is queued either way
     started, _ = _drain(store, want=None, sampler=sampler, reservations=reservations)
     return started
 

@@ -220,11 +220,40 @@ def speed_plan(pc: Any, device: torch.device) -> SpeedPlan:
 
 # ---------------------------------------------------------------------------- health metrics
 def effective_rank(features: torch.Tensor) -> float:
-    """exp(entropy) of the normalised singular values (Roy & Vetterli 2007; RankMe)."""
-    s = torch.linalg.svdvals(features.double())
+    """exp(entropy) of the normalised singular values (Roy & Vetterli 2007; RankMe); NaN when it cannot be computed
+    (non-finite features, an SVD that does not converge): a health figure must never fail the run by itself."""
+    features = features.double()
+    if features.numel() == 0 or not bool(torch.isfinite(features).all()):
+        return float("nan")
+    try:
+        s = torch.linalg.svdvals(features)
+    except RuntimeError:  # torch.linalg.LinAlgError is a RuntimeError
+        return float("nan")
     p = s / s.sum().clamp_min(1e-12)
     p = p[p > 0]
     return float(torch.exp(-(p * p.log()).sum()))
+
+
+def oom_reason(key: str, batch: int, precision: str, image_size: int, where: str = "") -> str:
+    """The failure reason of a CUDA out-of-memory: the batch size tried, the config key and a smaller value."""
+    smaller = max(2, batch // 2) if key.startswith("pretrain") else max(1, batch // 2)
+    advice = f"try --set {key}={smaller}"
+    if precision == "fp32":
+        advice += ' (or --set pretrain.precision="bf16", which halves activation memory)'
+    return (f"CUDA out of memory{where} at {key} = {batch} ({precision}, {image_size} px images); {advice}, "
+            f"then resume the run")
+
+
+def release_cuda_memory() -> None:
+    """Give cached CUDA blocks back after an out-of-memory (so the error report and the next run have room)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        try:
+            torch.cuda.empty_cache()
+        except RuntimeError:
+            pass
 
 
 def embedding_std(z: torch.Tensor) -> torch.Tensor:
@@ -554,29 +583,40 @@ def run_pretraining(cfg: Any, data: PretrainData, ckpt_dir: str | os.PathLike, *
             idx = perm[i * batch:(i + 1) * batch]
             if shard is not None:
                 idx = idx[dist.rank * local_batch:(dist.rank + 1) * local_batch]
-            x = batcher(idx)
-            v1, v2 = augment(x, gen, shard)
-            if channels_last:
-                v1 = v1.contiguous(memory_format=torch.channels_last)
-                v2 = v2.contiguous(memory_format=torch.channels_last)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)  # so data_wait measures the augmentation, not just its launch
-            t1 = time.perf_counter()
-            factor = lr_factor(step, total_steps, warmup_steps, pc.min_lr_ratio, pc.schedule)
-            for g in optimizer.param_groups:
-                g["lr"] = g["base_lr"] * factor
-            with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss, on_diag, off_diag, z1, z2 = train_model(v1, v2)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                lr_now = optimizer.param_groups[0]["lr"]
-                return fail(f"loss became {'NaN' if math.isnan(loss_value) else 'Inf'} at step {step + 1} "
-                            f"(epoch {epoch_no}); try a lower lr (currently {lr_now:.3g}) or fp32 precision")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            fault_point("pretrain.step.after_backward")
-            scaler.step(optimizer)
-            scaler.update()
+            out_of_memory = False
+            try:
+                x = batcher(idx)
+                v1, v2 = augment(x, gen, shard)
+                if channels_last:
+                    v1 = v1.contiguous(memory_format=torch.channels_last)
+                    v2 = v2.contiguous(memory_format=torch.channels_last)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # so data_wait measures the augmentation, not just its launch
+                t1 = time.perf_counter()
+                factor = lr_factor(step, total_steps, warmup_steps, pc.min_lr_ratio, pc.schedule)
+                for g in optimizer.param_groups:
+                    g["lr"] = g["base_lr"] * factor
+                with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    loss, on_diag, off_diag, z1, z2 = train_model(v1, v2)
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    lr_now = optimizer.param_groups[0]["lr"]
+                    return fail(f"loss became {'NaN' if math.isnan(loss_value) else 'Inf'} at step {step + 1} "
+                                f"(epoch {epoch_no}); try a lower lr (currently {lr_now:.3g}) or fp32 precision")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                fault_point("pretrain.step.after_backward")
+                scaler.step(optimizer)
+                scaler.update()
+            except torch.cuda.OutOfMemoryError:
+                out_of_memory = True
+            if out_of_memory:
+                # Outside the except block: its traceback no longer pins the step's tensors.
+                x = v1 = v2 = loss = on_diag = off_diag = z1 = z2 = None
+                optimizer.zero_grad(set_to_none=True)
+                release_cuda_memory()
+                return fail(oom_reason("pretrain.batch_size", batch, precision_name, cfg.data.image_size,
+                                       f" in step {step + 1} (epoch {epoch_no})"))
             step += 1
             last_loss = loss_value
             loss_sum += loss_value
@@ -610,6 +650,13 @@ def run_pretraining(cfg: Any, data: PretrainData, ckpt_dir: str | os.PathLike, *
         if is_main:
             feats = extract_features(model.backbone, cache[health_idx.to(cache.device)], data.mean, data.std, device,
                                      batch_size=batch, amp_dtype=amp_dtype)
+            if not bool(torch.isfinite(feats).all()):
+                # The loss can stay finite while the backbone's weights blow up (LARS at a huge lr): every later
+                # number (rank, kNN, the cells) would be garbage, so stop here with the cause.
+                lr_now = optimizer.param_groups[0]["lr"]
+                verdict = (f"backbone features became non-finite (NaN/Inf) at epoch {epoch_no}; try a lower lr "
+                           f"(currently {lr_now:.3g}) or fp32 precision")
+        if verdict is None and is_main:
             erank = effective_rank(feats)
             erank_ratio = erank / max(1, min(feats.shape))
             fields = dict(stage="pretrain", epoch=epoch_no, step=step, loss=mean_loss, emb_std=round(emb_std, 6),

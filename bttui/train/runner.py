@@ -70,13 +70,21 @@ class Runner:
                 raise OSError(exc.errno, exc.strerror, str(self.events.path)) from exc
             raise
 
+    def _write_status(self, fields: dict[str, Any]) -> None:
+        try:
+            self.status.update(**fields)
+        except OSError as exc:
+            if exc.filename is None:  # the atomic write's os.write names no file; the failure reason should
+                raise OSError(exc.errno, exc.strerror, str(self.paths.status)) from exc
+            raise
+        self._last_write = time.monotonic()
+
     def set_status(self, **fields: Any) -> None:
         """Write status.json now (merging any coalesced progress)."""
         with self._lock:
             merged = {**self._pending, **fields}
             self._pending = {}
-            self.status.update(**merged)
-            self._last_write = time.monotonic()
+            self._write_status(merged)
 
     def progress(self, **fields: Any) -> None:
         """Loop progress: coalesced to at most one status.json write per second."""
@@ -85,8 +93,7 @@ class Runner:
             if time.monotonic() - self._last_write < PROGRESS_MIN_INTERVAL_S:
                 return
             merged, self._pending = self._pending, {}
-            self.status.update(**merged)
-            self._last_write = time.monotonic()
+            self._write_status(merged)
 
     def _heartbeat_loop(self) -> None:
         while not self._done.wait(HEARTBEAT_PERIOD_S):
@@ -94,8 +101,7 @@ class Runner:
                 with self._lock:
                     if self._pending:
                         merged, self._pending = self._pending, {}
-                        self.status.update(**merged)
-                        self._last_write = time.monotonic()
+                        self._write_status(merged)
                     else:
                         self.status.heartbeat(min_interval=HEARTBEAT_MIN_INTERVAL_S)
             except Exception as exc:  # a full disk must not kill training; the next beat retries
@@ -345,9 +351,23 @@ class Runner:
             return None
         self.set_status(stage="pretrain", cell=None, epoch=0, epochs=cfg.pretrain.epochs, step=0)
         data = load_pretrain_data(cfg, cache_dir=self._cache_dir())
-        result = run_pretraining(cfg, data, self.paths.checkpoints, device=device, emit=self.emit,
-                                 progress=self.progress, should_stop=self.should_stop, resume=self.resume,
-                                 log=self.log, dist=self.dist)
+        import torch
+
+        try:
+            result = run_pretraining(cfg, data, self.paths.checkpoints, device=device, emit=self.emit,
+                                     progress=self.progress, should_stop=self.should_stop, resume=self.resume,
+                                     log=self.log, dist=self.dist)
+        except torch.cuda.OutOfMemoryError:
+            # A step's OOM is reported by run_pretraining itself; this is one outside the steps (health features).
+            reason = self._oom_reason("pretrain.batch_size", cfg.pretrain.batch_size, device, " outside a training step")
+        else:
+            reason = None
+        if reason is not None:
+            from bttui.train.pretrain import release_cuda_memory
+
+            release_cuda_memory()
+            self.emit("stage_end", stage="pretrain", status="failed", reason=reason)
+            return "failed", f"pretraining failed: {reason}"
         self.summary["pretrain"] = result.summary()
         self.write_summary()
         self.set_status(epoch=result.epochs, step=result.steps, loss=result.final_loss)
@@ -356,6 +376,16 @@ class Runner:
         if result.status == "stopped":
             return "stopped", self._stop_reason()
         return None
+
+    def _oom_reason(self, key: str, batch: int, device: Any, where: str = "") -> str:
+        import torch
+
+        from bttui.train.pretrain import oom_reason, resolve_precision
+
+        cfg = self.cfg
+        amp = resolve_precision(cfg.pretrain.precision if cfg.pretrain is not None else "auto", torch.device(device))
+        name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32")
+        return oom_reason(key, int(batch), name, int(cfg.data.image_size), where)
 
     def _resolve_run(self, ref: str) -> tuple[str, Path]:
         from bttui.runs.store import Store
@@ -388,11 +418,19 @@ class Runner:
             self.emit("log", level="info", cell=cell.id, message=f"cell {cell.id} interrupted; it reruns on resume")
             return "stopped"
         except Exception as exc:  # one failed cell never stops the others
-            error = str(exc) if isinstance(exc, BttuiError) else f"{type(exc).__name__}: {exc}"
+            if _is_cuda_oom(exc):
+                error = self._oom_reason("finetune.batch_size", cfg.finetune.batch_size, device,
+                                         f" in cell {cell.id}")
+            else:
+                error = str(exc) if isinstance(exc, BttuiError) else f"{type(exc).__name__}: {exc}"
             tb = traceback.format_exc()
             print(tb, file=sys.stderr, flush=True)
             self.emit("log", level="error", cell=cell.id, message=f"cell {cell.id} failed: {error}", traceback=tb)
             result = failed_result(cell, error)
+        if result["status"] == "failed" and _is_oom_text(result.get("error")):
+            from bttui.train.pretrain import release_cuda_memory
+
+            release_cuda_memory()  # outside the except block: the cell's tensors are no longer pinned by it
         self._record(cell, result)
         return "completed" if result["status"] == "completed" else result["error"]
 
@@ -442,6 +480,16 @@ class Runner:
                 print(f"bttui.train: on_finish exited with {proc.returncode}", file=sys.stderr)
         except Exception as exc:
             print(f"bttui.train: on_finish failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def _is_cuda_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+def _is_oom_text(error: Any) -> bool:
+    return isinstance(error, str) and error.startswith("CUDA out of memory")
 
 
 FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})

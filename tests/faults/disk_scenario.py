@@ -108,6 +108,11 @@ def full_disk(mount: Path, data_root: Path, size_mb: int, home: Path, env: dict,
     out["full_rc"] = proc.wait(timeout=120)
     record = Store(store).get(paths.dir.name)
     out["full_status"], out["full_reason"] = record.status, record.reason
+    try:
+        json.loads(paths.status.read_text())
+        out["full_status_json_valid"] = True
+    except ValueError:
+        out["full_status_json_valid"] = False
     log = read_events(paths.events)
     out["full_events"] = {"n": len(log.events), "torn": log.torn, "partial": log.partial}
     out["full_ls"] = cli(["--store", store, "ls", "--json"], env)

@@ -55,15 +55,6 @@ TRAINER_SCENARIOS = [
 ]
 PRETRAIN_EPOCHS = 2
 
-# Scenarios that expose a defect not fixed yet (docs/reliability.md, "Open findings"); strict, so a fix shows.
-KNOWN_GAPS = {
-    "runner.summary.after": "Runner._record writes summary.json before the cell_end event: killed in between, "
-                            "the resume skips the cell (summary says completed) and its cell_end event is lost",
-    "queue.add.mid_transaction": "a run created but not queued (CLI killed between create_run and the queue insert) "
-                                 "stays `queued` with no pid forever: `bttui resume` refuses it and no drain starts it",
-}
-
-
 def _check_events(events_path: Path) -> dict:
     log = faultkit_read(events_path)
     events = log.events
@@ -77,6 +68,8 @@ def _check_events(events_path: Path) -> dict:
     epochs_all = {e["epoch"] for e in events if e.get("type") == "epoch"}
     out["missing_epochs"] = sorted(set(range(1, PRETRAIN_EPOCHS + 1)) - epochs_all)
     out["cell_ends"] = sum(1 for e in events if e.get("type") == "cell_end")
+    out["cell_ends_completed"] = sum(1 for e in events if e.get("type") == "cell_end"
+                                     and (e.get("result") or {}).get("status") == "completed")
     finals = [e for e in events if e.get("type") == "status"]
     out["final_event"] = finals[-1]["status"] if finals else None
     # The resumed process: where its pretraining restarted and whether its steps run on without a gap.
@@ -103,6 +96,30 @@ def faultkit_read(path: Path):
     return read_events(path)
 
 
+def temp_files(store: Path) -> list[str]:
+    """Every temp file or folder a killed write can leave in a store (index databases excluded), store-relative."""
+    found = []
+    for path in store.rglob(".*"):
+        rel = path.relative_to(store)
+        if rel.parts[0] == ".bttui":
+            continue
+        if path.name.startswith((".tmp-", ".deleting-")) or ".tmp" in path.name:
+            found.append(rel.as_posix())
+    return sorted(found)
+
+
+def gc_temps_later(store: Path, hours: float = 2.0) -> list[str]:
+    """What `bttui gc` removes as temp leftovers when it runs `hours` from now (old checkpoints left alone)."""
+    from bttui.config.settings import MachineSettings
+    from bttui.runs import disk
+    from bttui.runs.store import Store
+
+    plan = [r for r in disk.gc_plan(Store(store), MachineSettings(), now=time.time() + hours * 3600)
+            if r.path.name.startswith(".")]
+    disk.apply(plan)
+    return sorted(r.path.relative_to(store).as_posix() for r in plan)
+
+
 def run_trainer_scenario(sid: str, spec: str, mimeta_root: Path, base: Path) -> dict:
     """Crash one tiny run at `spec`, look at what is left, resume it, look again."""
     from bttui.runs.store import Store
@@ -124,6 +141,7 @@ def run_trainer_scenario(sid: str, spec: str, mimeta_root: Path, base: Path) -> 
     crash_log = faultkit_read(paths.events)
     res["crash_partial"], res["crash_torn"] = crash_log.partial, crash_log.torn
     res["checkpoints_after_crash"] = faultkit.load_checkpoints(paths.checkpoints)
+    res["temps_after_crash"] = temp_files(store)
     res["newest_after_crash"] = faultkit.newest_checkpoint(paths.checkpoints)
     res["index_equal_after_crash"] = faultkit.live_rows(store) == faultkit.rebuilt_rows(store, work / "scratch.sqlite")
 
@@ -139,7 +157,10 @@ def run_trainer_scenario(sid: str, spec: str, mimeta_root: Path, base: Path) -> 
     res["pretrain_steps"] = (summary.get("pretrain") or {}).get("steps")
     res["events"] = _check_events(paths.events)
     res["checkpoints_final"] = faultkit.load_checkpoints(paths.checkpoints)
-    res["stale_temp_files"] = sorted(p.name for p in paths.checkpoints.glob(".*.tmp"))
+    res["stale_temp_files"] = sorted(p.name for p in paths.checkpoints.glob(".*.tmp"))  # resume removes these
+    res["temps_after_resume"] = temp_files(store)
+    res["gc_removed_temps"] = gc_temps_later(store)  # the rest are young; gc takes them once they are old
+    res["temps_after_gc"] = temp_files(store)
     live = faultkit.live_rows(store)
     res["index_equal_after_resume"] = live == faultkit.rebuilt_rows(store, work / "scratch.sqlite")
     res["index_status"] = [r["status"] for r in live]
@@ -178,9 +199,7 @@ def trainer_results(mimeta_root, tmp_path_factory) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("sid", [s for s, _ in TRAINER_SCENARIOS])
-def test_trainer_killed_at_point_recovers(sid, trainer_results, request):
-    if sid in KNOWN_GAPS:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[sid]))
+def test_trainer_killed_at_point_recovers(sid, trainer_results):
     res = trainer_results[sid]
     assert "error" not in res, res.get("error")
     context = json.dumps({k: v for k, v in res.items() if k != "log_tail"}, indent=1, default=str) + res["log_tail"]
@@ -203,13 +222,31 @@ def test_trainer_killed_at_point_recovers(sid, trainer_results, request):
     ev = res["events"]
     assert ev["total_steps"] and res["pretrain_steps"] == ev["total_steps"], context
     assert ev["steps_continue"], context
-    assert ev["missing_steps"] == [] and ev["missing_epochs"] == [] and ev["cell_ends"] >= 1, context
+    assert ev["missing_steps"] == [] and ev["missing_epochs"] == [], context
+    # exactly one cell_end for the one cell: none lost (runner.summary.after replays it), none doubled
+    assert ev["cell_ends"] == 1 and ev["cell_ends_completed"] == 1, context
     assert ev["final_event"] == "completed", context
     assert ev["loss_mismatch"] == [], context
     assert ev["torn"] == (1 if sid == "events.torn" else 0) and not ev["partial"], context
     assert all(err is None for err in res["checkpoints_final"].values()), context
     assert {"pretrain_final.pt", "pretrain_epoch0002.pt"} <= set(res["checkpoints_final"]), context
     assert res["index_equal_after_resume"] and res["index_status"] == ["completed"], context
+    # temp files of killed writes: the resumed trainer removes its dead checkpoint temps at once, gc the rest
+    assert res["stale_temp_files"] == [] and not any("checkpoints/" in t for t in res["temps_after_resume"]), context
+    assert res["temps_after_gc"] == [], context
+
+
+def test_kills_mid_write_leave_temps_that_resume_and_gc_remove(trainer_results):
+    """The scenarios that kill a write in flight do leave a temp file (so the cleanup above is exercised)."""
+    def crash_temps(sid: str) -> list[str]:
+        return trainer_results[sid].get("temps_after_crash", [])
+
+    assert any(t.endswith(".tmp") and "/checkpoints/.pretrain_epoch0002.pt." in t
+               for t in crash_temps("pretrain.checkpoint.temp_written")), crash_temps("pretrain.checkpoint.temp_written")
+    assert any("/.status.json." in t for t in crash_temps("atomic.temp_written")), crash_temps("atomic.temp_written")
+    assert any(t.startswith("cache/.tmp-") for t in crash_temps("data.cache.temp_written")), \
+        crash_temps("data.cache.temp_written")
+    assert any(t.startswith("cache/.tmp-") for t in trainer_results["data.cache.temp_written"]["gc_removed_temps"])
 
 
 def test_resume_restarts_from_the_newest_complete_checkpoint(trainer_results):
@@ -303,9 +340,14 @@ def test_run_command_killed_while_creating_the_run(tmp_path, mimeta_root, spec):
     assert len(leftovers) == 1  # the half-built folder stays hidden ...
     rows, err = _ls(store, env)
     assert rows == [] and "Traceback" not in err  # ... and is never listed as a run
+    from bttui.runs import disk
     from bttui.runs.store import Store
 
     assert Store(store).list_runs() == []
+    # gc leaves a young one alone (it may be a run being made right now) and removes it once it is old
+    assert [r.path.name for r in disk.store_temp_removals(store)] == []
+    assert gc_temps_later(store) == leftovers
+    assert not any(p.name.startswith(".tmp-") for p in store.iterdir())
     _cli_counts(True)
 
 
@@ -389,7 +431,7 @@ def test_run_command_killed_after_the_queue_spawned_the_trainer(tmp_path, mimeta
     _cli_counts(True)
 
 
-def test_run_command_killed_mid_queue_insert(tmp_path, mimeta_root, request):
+def test_run_command_killed_mid_queue_insert(tmp_path, mimeta_root):
     """Killed inside the queue transaction: the insert rolls back; the run must still be startable, not stranded."""
     store, env = tmp_path / "store", faultkit.base_env(tmp_path)
     config = tmp_path / "exp.toml"
@@ -404,10 +446,36 @@ def test_run_command_killed_mid_queue_insert(tmp_path, mimeta_root, request):
     rows, err = _ls(store, env)
     assert [r["id"] for r in rows] == [run.id] and "locked" not in err.lower()
     FIGURES["kill_scenarios"] += 1
-    request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_GAPS["queue.add.mid_transaction"]))
-    # a run created but never queued (killed between create_run and the queue insert) is stranded:
-    # `bttui resume` refuses it ("already queued") and no drain ever starts it.
+    # a run created but never queued (killed between create_run and the queue insert) is not stranded:
+    # `bttui resume` re-queues and starts it (and a drain adopts it once it is a minute old, tested below).
     resumed = faultkit.bttui(["--store", store, "resume", run.id], env, timeout=150)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert Store(store).get(run.id).status == "completed"
+    log = faultkit_read(run.paths.events)
+    assert sum(1 for e in log.events if e["type"] == "command") == 1 and log.torn == 0
+    assert _queue_ids(store) == []
     FIGURES["runs_recovered"] += 1
+
+
+def test_queue_drain_adopts_stranded_runs(tmp_path, mimeta_root):
+    """`queued`, no pid, no queue row, a minute old, made on this host: the next drain queues it (once)."""
+    from bttui.runs import control, queue
+    from bttui.runs.store import Store
+
+    store = tmp_path / "store"
+    stranded, fresh, foreign, in_queue = _make_runs(store, mimeta_root, tmp_path, 4)
+    _set_status(store, foreign, host="some-other-host")  # a store shared over NFS: its queue is on that host
+    queue.Queue(store).add(in_queue)
+    old = time.time() - 2 * queue.STRANDED_AFTER_S
+    for run_id in (stranded, foreign, in_queue):
+        os.utime(store / run_id / "status.json", (old, old))
+    assert control.is_stranded(Store(store).get(stranded)) and control.is_stranded(Store(store).get(fresh))
+    assert not control.is_stranded(Store(store).get(in_queue)) and not control.is_stranded(Store(store).get(foreign))
+    assert queue.adopt_stranded(Store(store)) == [stranded]  # the young one may still be being queued
+    assert queue.adopt_stranded(Store(store)) == []  # once only
+    assert _queue_ids(store) == [in_queue, stranded]
+    later = time.time() + 2 * queue.STRANDED_AFTER_S
+    assert queue.adopt_stranded(Store(store), now=later) == [fresh]
+    # a queued run that sits in the queue is still refused by resume (it starts when its turn comes)
+    with pytest.raises(Exception, match="already queued"):
+        control.prepare_resume(Store(store).get(in_queue))

@@ -266,8 +266,6 @@ def test_markup_and_escapes_are_shown_literally(tmp_path, mimeta_root):
     assert "[bold red]BOLD" in outputs["ls --all"]
 
 
-@pytest.mark.xfail(strict=True, reason="`bttui logs` copies train.log byte for byte, so escape sequences a trainer "
-                   "printed (e.g. a hostile class name) reach the terminal (docs/reliability.md)")
 def test_logs_show_escapes_literally(tmp_path, mimeta_root):
     store = tmp_path / "store"
     run_id = _hostile_run(store, mimeta_root)

@@ -117,9 +117,6 @@ def test_inf_loss_fails_with_lr_advice(outcomes):
     assert "loss became Inf at step" in reason and "lower lr" in reason, reason
 
 
-@pytest.mark.xfail(strict=True, reason="with LARS at lr 1e9 the loss stays finite but the features do not: the run "
-                   "fails with '_LinAlgError: linalg.svd ... non-finite values' from the effective-rank check, "
-                   "which names no cause or fix (docs/reliability.md)")
 def test_non_finite_features_fail_with_lr_advice(outcomes):
     reason = _failed(outcomes, "lars_blowup")
     assert "lower lr" in reason or "non-finite" in reason.lower(), reason
@@ -137,8 +134,6 @@ def test_cuda_oom_fails_the_run(outcomes):
     assert "out of memory" in reason.lower(), reason
 
 
-@pytest.mark.xfail(strict=True, reason="a CUDA OOM ends the run with torch's raw 'OutOfMemoryError: CUDA out of "
-                   "memory...' text: it should name the batch size tried and suggest a smaller one (docs/reliability.md)")
 def test_cuda_oom_reason_names_the_batch_size_and_a_smaller_one(outcomes):
     reason = _failed(outcomes, "oom")
     assert "pretrain.batch_size" in reason and "8" in reason and "4" in reason, reason
