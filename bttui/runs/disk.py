@@ -27,7 +27,7 @@ BACKBONE_DIM = {"resnet18": 512, "resnet50": 2048}
 # Pixel cache file names written by bttui.train.data.cache_key (+ "-c<channels>" folded into the fingerprint).
 CACHE_RE = re.compile(r"^(?P<dataset>.+)-s(?P<size>\d+)-(?P<mode>gray|native)-v(?P<version>\d+)-"
                       r"(?P<fingerprint>[0-9a-f]{16})-c(?P<channels>\d+)\.npy$")
-_FINGERPRINT_BYTES = 1 << 20  # same as bttui.train.data._CHECKSUM_BYTES
+_FINGERPRINT_BYTES = 1 << 20  # bytes hashed from each end of images.hdf5
 # Temp files younger than these may belong to a write in progress. A pixel cache fill keeps touching its file
 # (mmap writeback updates the mtime), a run folder is built in well under a second, and status.json/summary.json
 # temp files live for milliseconds; a crash is the only way to leave one older.

@@ -84,23 +84,12 @@ def grid_points(grid: dict[str, list]) -> list[dict[str, Any]]:
 
 def toml_value(value: Any) -> str:
     """A Python value written as a TOML value (what `--set KEY=VALUE` parses back to the same value)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
-    raise BttuiError(f"Grid value {value!r} ({type(value).__name__}) cannot be a config value.")
+    from bttui.config.load import toml_value as _toml_value
+
+    try:
+        return _toml_value(value)
+    except TypeError:
+        raise BttuiError(f"Grid value {value!r} ({type(value).__name__}) cannot be a config value.") from None
 
 
 def point_overrides(point: dict[str, Any]) -> list[str]:

@@ -44,7 +44,6 @@ CACHE_VERSION = 1
 # Images per bulk read; a multiple of synth's 64-image HDF5 chunks (~150 MB of float32 at 224 px RGB).
 READ_BATCH = 256
 # Bytes hashed at each end of images.hdf5 for the cache key (cheap, catches in-place rewrites).
-_CHECKSUM_BYTES = 1 << 20
 
 
 @dataclass
@@ -149,14 +148,10 @@ def _dirs_claiming(root: str, dataset_id: str) -> list[str]:
 
 
 def _hdf5_fingerprint(path: Path) -> str:
-    st = path.stat()
-    h = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}".encode())
-    with open(path, "rb") as fh:
-        h.update(fh.read(_CHECKSUM_BYTES))
-        if st.st_size > _CHECKSUM_BYTES:
-            fh.seek(max(_CHECKSUM_BYTES, st.st_size - _CHECKSUM_BYTES))
-            h.update(fh.read(_CHECKSUM_BYTES))
-    return h.hexdigest()[:16]
+    # One definition shared with `bttui gc`, which must recognise these cache names.
+    from bttui.runs.disk import hdf5_fingerprint
+
+    return hdf5_fingerprint(path)
 
 
 def cache_key(dataset_id: str, image_size: int, grayscale: bool, fingerprint: str) -> str:

@@ -31,6 +31,11 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 LBFGS_L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # L2 strengths tried on the validation split
 LBFGS_MAX_ITER = 200  # per L2 value; warm starts make the later ones converge in far fewer
+LBFGS_PATIENCE = 2  # stop the L2 path after this many values in a row that do not beat the best on val
+# Up to this many feature values (n x d) the fit runs on one thread: an evaluation is then a few
+# MFLOP, and intra-op thread synchronisation costs more than it saves (3-10x slower with 2
+# threads on a 2-core box shared with other work, bench/bench_probe.py).
+LBFGS_SINGLE_THREAD_MAX = 4_000_000
 BOOTSTRAP_RESAMPLES = 1000
 
 
@@ -328,6 +333,8 @@ def _fit_readout_lbfgs(train_f: torch.Tensor, train_y: torch.Tensor, val_f: torc
     """Full-batch L-BFGS multinomial logistic regression; the L2 strength is picked on the validation split.
 
     Features are standardised for conditioning; the scaling is folded back into the returned readout.
+    The path over ``LBFGS_L2_GRID`` stops after ``LBFGS_PATIENCE`` strengths in a row without a better
+    validation result.
     """
     mu = train_f.mean(0)
     sd = train_f.std(0, unbiased=False).clamp_min(1e-6)
@@ -339,29 +346,42 @@ def _fit_readout_lbfgs(train_f: torch.Tensor, train_y: torch.Tensor, val_f: torc
     grid = sorted(LBFGS_L2_GRID, reverse=True) if val_f is not None else [1e-4]
     w = torch.zeros(n_classes, xs.shape[1], requires_grad=True)
     b = torch.zeros(n_classes, requires_grad=True)
-    for i, l2 in enumerate(grid, start=1):
-        if should_stop():
-            raise CellStopped()
-        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=LBFGS_MAX_ITER, history_size=20, tolerance_grad=1e-6,
-                                tolerance_change=1e-9, line_search_fn="strong_wolfe")
+    threads = torch.get_num_threads()
+    if xs.numel() <= LBFGS_SINGLE_THREAD_MAX:
+        torch.set_num_threads(1)
+    try:
+        since = 0
+        for i, l2 in enumerate(grid, start=1):
+            if should_stop():
+                raise CellStopped()
+            opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=LBFGS_MAX_ITER, history_size=20, tolerance_grad=1e-6,
+                                    tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            loss = F.cross_entropy(xs @ w.T + b, train_y) + 0.5 * l2 * w.pow(2).sum()
-            loss.backward()
-            return loss
+            def closure() -> torch.Tensor:
+                opt.zero_grad()
+                loss = F.cross_entropy(xs @ w.T + b, train_y) + 0.5 * l2 * w.pow(2).sum()
+                loss.backward()
+                return loss
 
-        opt.step(closure)
-        with torch.no_grad():
-            tr_loss, tr_acc = _evaluate_logits(xs @ w.T + b, train_y)
-            stats = {"train_loss": tr_loss, "train_accuracy": tr_acc, "l2": l2}
-            key: tuple[float, float] = (0.0, 0.0)
-            if vs is not None:
-                stats["val_loss"], stats["val_accuracy"] = _evaluate_logits(vs @ w.T + b, val_y)
-                key = (stats["val_accuracy"], -stats["val_loss"])
-        if best is None or key > best[:2]:
-            best = (key[0], key[1], w.detach().clone(), b.detach().clone(), l2)
-        on_epoch(i, stats, best[0] if vs is not None else None)
+            opt.step(closure)
+            with torch.no_grad():
+                tr_loss, tr_acc = _evaluate_logits(xs @ w.T + b, train_y)
+                stats = {"train_loss": tr_loss, "train_accuracy": tr_acc, "l2": l2}
+                key: tuple[float, float] = (0.0, 0.0)
+                if vs is not None:
+                    stats["val_loss"], stats["val_accuracy"] = _evaluate_logits(vs @ w.T + b, val_y)
+                    key = (stats["val_accuracy"], -stats["val_loss"])
+            if best is None or key > best[:2]:
+                best, since = (key[0], key[1], w.detach().clone(), b.detach().clone(), l2), 0
+            else:
+                since += 1
+            on_epoch(i, stats, best[0] if vs is not None else None)
+            # Validation accuracy along the path is near-unimodal, and the weakest strengths left
+            # (near-separable, slow fits) are the costliest: stop once it has turned down.
+            if since >= LBFGS_PATIENCE:
+                break
+    finally:
+        torch.set_num_threads(threads)
     assert best is not None
     readout = Readout(train_f.shape[1], n_classes)
     with torch.no_grad():
