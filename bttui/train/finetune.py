@@ -546,7 +546,7 @@ def run_cell(cfg: Any, cell: Any, data: Any, *, device: torch.device, run_dir: s
         emit("cell_epoch", stage="finetune", cell=cell.id, epoch=epoch, **{k: round(v, 6) for k, v in stats.items()})
         fault_point("finetune.epoch")
         progress(stage="finetune", cell=cell.id, epoch=epoch, epochs=ft.epochs,
-                 best_accuracy=None if best is None or best < 0 else round(best, 6))
+                 cell_val_accuracy=None if best is None or best < 0 else round(best, 6))
 
     probe = None
     extra: dict[str, Any] = {}

@@ -457,9 +457,11 @@ class Runner:
         self.cell_status[cell.id] = result["status"]
         self.emit("cell_end", stage="finetune", cell=cell.id, result=result)
         done = sum(1 for s in self.cell_status.values() if s in ("completed", "failed"))
-        best = result.get("test_accuracy")
-        self.set_status(cells=dict(self.cell_status), cells_done=done, best_accuracy=result.get("val_accuracy"),
-                        last_test_accuracy=best)
+        # best_accuracy: the best test accuracy of the completed cells (what `ls` and the TUI show)
+        tests = [r["test_accuracy"] for r in results
+                 if r.get("status") == "completed" and isinstance(r.get("test_accuracy"), (int, float))]
+        self.set_status(cells=dict(self.cell_status), cells_done=done, best_accuracy=max(tests) if tests else None,
+                        last_test_accuracy=result.get("test_accuracy"))
         fault_point("runner.cell.recorded")
 
     def _on_finish(self, final: str) -> None:

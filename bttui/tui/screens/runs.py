@@ -29,12 +29,11 @@ NAME_MIN, NAME_MAX = 12, 48
 
 
 def progress_text(row: RunRow) -> str:
-    if row.stage == "finetune" and row.cells_total:
+    # A run that has ended (stage cleared) reports its cells, not the last cell's epoch counter.
+    if row.cells_total and (row.stage == "finetune" or row.stage is None):
         return f"{row.cells_done or 0}/{row.cells_total} cells"
     if row.epoch is not None and row.epochs:
         return f"{row.epoch}/{row.epochs} ep"
-    if row.cells_total and row.status == "completed":
-        return f"{row.cells_done or 0}/{row.cells_total} cells"
     return "-"
 
 
