@@ -29,12 +29,13 @@ from bttui.train.model import BACKBONE_STAGES, Readout, build_backbone, extract_
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-LBFGS_L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # L2 strengths tried on the validation split
+LBFGS_L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # L2 strengths tried on the validation split
 LBFGS_MAX_ITER = 200  # per L2 value; warm starts make the later ones converge in far fewer
 LBFGS_PATIENCE = 2  # stop the L2 path after this many values in a row that do not beat the best on val
 # Up to this many feature values (n x d) the fit runs on one thread: an evaluation is then a few
-# MFLOP, and intra-op thread synchronisation costs more than it saves (3-10x slower with 2
-# threads on a 2-core box shared with other work, bench/bench_probe.py).
+# MFLOP, where intra-op threads gain little when the cores are free (one thread: ~1.3x slower fit
+# on a quiet 2-core box) and lose a lot when they are shared with other work (two threads: 5-10x
+# slower there; docs/benchmarks.md "Linear probe"). 0 turns this off.
 LBFGS_SINGLE_THREAD_MAX = 4_000_000
 BOOTSTRAP_RESAMPLES = 1000
 
