@@ -37,15 +37,17 @@ def summary_line(stdout: str) -> str:
 
 
 def kill_table(kills: dict) -> list[str]:
-    rows = ["| scenario | BTTUI_FAULT | exit | store says | resumed at step | final | events lost | stale temp files |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| scenario | BTTUI_FAULT | exit | store says | resumed at step | final | events lost | cell_end events "
+            "| temp files after crash / resume / gc |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for sid, r in kills.items():
         ev = r.get("events", {})
         lost = len(ev.get("missing_steps", [])) + len(ev.get("missing_epochs", [])) + (0 if ev.get("cell_ends") else 1)
         start = ev.get("resumed_start_step")
+        temps = " / ".join(str(len(r.get(k, []))) for k in ("temps_after_crash", "temps_after_resume", "temps_after_gc"))
         rows.append(f"| {sid} | `{r.get('spec')}` | {r.get('crash_rc')} | {r.get('crash_status')} | "
-                    f"{'-' if start is None else start} | {r.get('final_status')} | {lost} | "
-                    f"{len(r.get('stale_temp_files', []))} |")
+                    f"{'-' if start is None else start} | {r.get('final_status')} | {lost} | {ev.get('cell_ends')} | "
+                    f"{temps} |")
     return rows
 
 
