@@ -24,6 +24,9 @@ class Curve:
     dashed: bool = False  # the paper's curves are drawn dashed in PNGs and with another marker in the terminal
 
 
+SERIES_MARKERS = ("x", "o", "+", "*", "#", "@", "%", "&")
+
+
 def accuracy_chart(curves: Sequence[Curve], *, title: str = "", width: int = 80, height: int = 20,
                    color: bool = True) -> str:
     """The curves as terminal text: x = label fraction (log scale), y = accuracy %, a vertical bar per 95% interval."""
@@ -39,7 +42,9 @@ def accuracy_chart(curves: Sequence[Curve], *, title: str = "", width: int = 80,
         if not c.xs:
             continue
         col = CLASS_COLORS[i % len(CLASS_COLORS)]
-        plt.plot(c.xs, c.ys, color=col, marker="x" if c.dashed else "hd", label=clean(c.label, single_line=True)[:40])
+        # Without colour (NO_COLOR, pipes) the series must still differ: each gets its own character.
+        marker = ("hd" if not c.dashed else "x") if color else SERIES_MARKERS[i % len(SERIES_MARKERS)]
+        plt.plot(c.xs, c.ys, color=col, marker=marker, label=clean(c.label, single_line=True)[:40])
         for x, ci in zip(c.xs, c.ci or []):
             if ci:  # plotext's error() is symmetric; an interval need not be
                 plt.plot([x, x], [ci[0], ci[1]], color=col, marker="│")
