@@ -402,3 +402,28 @@ async def test_compare_screen(store):
         assert table_keys(table) == ["name", "pretrain.batch_size"]
         assert table.get_cell("pretrain.batch_size", DONE).plain == "512"
     assert config_diff([{"a": {"b": 1}}, {"a": {"b": 1, "c": 2}}]) == [("a.c", [None, 2])]
+
+
+def test_filter_tokens_match_status_dataset_and_sweep():
+    from bttui.tui.sources import RunRow
+
+    row = RunRow(id="20241125-1-x-ab12", name="crc bt", status="running", sweep_id="sw-20241125-lr-aa11",
+                 datasets=("organs_axial", "crc"))
+    assert row.matches("status:run") and not row.matches("status:completed")
+    assert row.matches("dataset:crc") and row.matches("dataset:organs") and not row.matches("dataset:sagittal")
+    assert row.matches("sweep:lr") and not row.matches("sweep:other")
+    assert row.matches("crc status:running dataset:axial") and not row.matches("crc status:failed")
+    assert not RunRow(id="y", name="y", status="queued").matches("sweep:sw")
+
+
+def test_store_source_reads_each_runs_datasets_once(tmp_path):
+    from bttui.tui.sources import StoreSource
+
+    run = tmp_path / "20241125-100000-x-ab12"
+    run.mkdir()
+    (run / "config.toml").write_text('[pretrain]\ndatasets = ["organs_axial", "crc"]\n[finetune]\ndatasets = ["crc"]\n')
+    source = StoreSource(tmp_path)
+    assert source._datasets("20241125-100000-x-ab12", run) == ("organs_axial", "crc")
+    (run / "config.toml").unlink()  # cached: config.toml never changes after creation
+    assert source._datasets("20241125-100000-x-ab12", run) == ("organs_axial", "crc")
+    assert source._datasets("other", tmp_path / "missing") == ()

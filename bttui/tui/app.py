@@ -10,6 +10,15 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 
+# The store modules the workers use, imported here on the main thread: two workers importing
+# bttui.runs submodules for the first time at once can hit CPython's import-deadlock
+# avoidance and fail with KeyError('bttui.runs'). They are stdlib-only and cheap.
+import bttui.runs.control  # noqa: E402,F401
+import bttui.runs.events  # noqa: E402,F401
+import bttui.runs.queue  # noqa: E402,F401
+import bttui.runs.status  # noqa: E402,F401
+import bttui.runs.store  # noqa: E402,F401
+
 from bttui.gpus import GpuSamplerProtocol, default_sampler
 from bttui.tui.controls import StoreControls
 from bttui.tui.messages import QueueDrained

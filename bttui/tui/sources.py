@@ -86,14 +86,29 @@ class RunRow:
     sweep_id: str | None = None
     run_dir: Path | None = None
     pid: int | None = None
+    datasets: tuple[str, ...] = ()
 
     def matches(self, text: str) -> bool:
-        """Case-insensitive substring match on name, id, status and stage."""
-        needle = text.strip().lower()
-        if not needle:
-            return True
+        """Whether the row passes a filter: every word must match (case-insensitive).
+
+        ``status:S``, ``dataset:D`` and ``sweep:W`` match that field (prefix for the
+        status, substring for datasets and sweep id); other words match name, id,
+        status, stage or cell as substrings.
+        """
         hay = " ".join(str(x) for x in (self.name, self.id, self.status, self.stage or "", self.cell or "")).lower()
-        return all(word in hay for word in needle.split())
+        for word in text.strip().lower().split():
+            key, sep, value = word.partition(":")
+            if sep and key == "status":
+                ok = self.status.lower().startswith(value)
+            elif sep and key == "dataset":
+                ok = any(value in d.lower() for d in self.datasets)
+            elif sep and key == "sweep":
+                ok = value in (self.sweep_id or "").lower()
+            else:
+                ok = word in hay
+            if not ok:
+                return False
+        return True
 
 
 @dataclass
@@ -136,7 +151,7 @@ def _float(v: Any) -> float | None:
 
 
 def row_from_parts(run_id: str, run_data: dict, status_data: dict, status: str, reason: str | None,
-                   run_dir: Path | None) -> RunRow:
+                   run_dir: Path | None, datasets: Iterable[str] = ()) -> RunRow:
     cells = status_data.get("cells") or {}
     return RunRow(
         id=run_id,
@@ -161,6 +176,7 @@ def row_from_parts(run_id: str, run_data: dict, status_data: dict, status: str, 
         sweep_id=run_data.get("sweep_id"),
         run_dir=run_dir,
         pid=_int(status_data.get("pid")),
+        datasets=tuple(datasets),
     )
 
 
@@ -317,8 +333,29 @@ class StoreSource:
             run_data.setdefault("name", rec.name)
             run_data.setdefault("created", rec.created)
             status, reason = self._effective(status_data) if status_data else (rec.status, rec.reason)
-            rows.append(row_from_parts(rec.id, run_data, status_data, status, reason, Path(rec.paths.dir)))
+            row = row_from_parts(rec.id, run_data, status_data, status, reason, Path(rec.paths.dir))
+            row.datasets = self._datasets(rec.id, Path(rec.paths.dir))
+            rows.append(row)
         return rows
+
+    def _datasets(self, run_id: str, run_dir: Path) -> tuple[str, ...]:
+        """The datasets a run's config names (pretrain + finetune), read once per run: config.toml never changes."""
+        cache = self.__dict__.setdefault("_dataset_cache", {})
+        if run_id not in cache:
+            import tomllib
+
+            try:
+                with open(run_dir / "config.toml", "rb") as fh:
+                    cfg = tomllib.load(fh)
+            except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+                return ()  # not cached: the file may still be being written
+            names: list[str] = []
+            for section in ("pretrain", "finetune"):
+                for d in (cfg.get(section) or {}).get("datasets") or []:
+                    if isinstance(d, str) and d not in names:
+                        names.append(d)
+            cache[run_id] = tuple(names)
+        return cache[run_id]
 
     def _list_from_dirs(self) -> list[RunRow]:
         rows = []
@@ -334,7 +371,9 @@ class StoreSource:
                 continue
             status_data = _read_json(d / "status.json") or {"status": "queued"}
             status, reason = self._effective(status_data)
-            rows.append(row_from_parts(str(run_data.get("id") or d.name), run_data, status_data, status, reason, d))
+            row = row_from_parts(str(run_data.get("id") or d.name), run_data, status_data, status, reason, d)
+            row.datasets = self._datasets(row.id, d)
+            rows.append(row)
         return rows
 
     def _dir(self, run_id: str) -> Path:

@@ -65,7 +65,7 @@ class RunsScreen(Screen[None]):
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("q", "app.quit", "Quit"),
     ]
-    HELP = [("↑/↓ pgup/pgdn", "move"), ("enter", "open the run (live dashboard)"), ("/", "filter by name, id, status"),
+    HELP = [("↑/↓ pgup/pgdn", "move"), ("enter", "open the run (live dashboard)"), ("/", "filter: words match name, id, status;\n   status:running dataset:crc sweep:sw-… match fields"),
             ("esc", "clear the filter, then the selection"), ("s", "cycle sort: newest, name, status, best accuracy"),
             ("space", "select / unselect (x r d c act on the selection)"),
             ("n", "new experiment (from the one selected run's config, if any)"),
