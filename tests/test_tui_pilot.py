@@ -427,3 +427,19 @@ def test_store_source_reads_each_runs_datasets_once(tmp_path):
     (run / "config.toml").unlink()  # cached: config.toml never changes after creation
     assert source._datasets("20241125-100000-x-ab12", run) == ("organs_axial", "crc")
     assert source._datasets("other", tmp_path / "missing") == ()
+
+
+async def test_command_palette_offers_the_screens_keys(store):
+    app = make_app(store)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        screen = app.screen
+        before = screen.sort_mode
+        await pilot.press("ctrl+p")
+        await settle(app, pilot)
+        for ch in "sort":
+            await pilot.press(ch)
+        await settle(app, pilot)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert app.screen is screen and screen.sort_mode != before
