@@ -174,9 +174,13 @@ class Runner:
         fault_point("runner.final_status")
         try:
             self._final_status(status=final, reason=reason, ended=time.time(), stage=None)
-            self.emit("status", status=final, reason=reason)
         except Exception as exc:
             print(f"bttui.train: could not write the final status: {type(exc).__name__}: {exc}", file=sys.stderr)
+        try:
+            # status.json is the record; the matching event is a courtesy a full disk may refuse
+            self.emit("status", status=final, reason=reason)
+        except Exception as exc:
+            print(f"bttui.train: could not log the final status event: {type(exc).__name__}: {exc}", file=sys.stderr)
             code = code or 1
         self._on_finish(final)
         try:  # free this run's GPU/CPU slot and start queued runs (no daemon does it); never fails the run
