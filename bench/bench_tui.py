@@ -12,8 +12,12 @@ Each measurement runs in a fresh interpreter so imports are paid like a user's `
   them) follows one run's dashboard over the runs table. CPU
   seconds of the TUI process (all threads) per wall second over the window.
   Target <= 10% of one core.
+* scale (--scale N): a store of N generated finished runs (plus the sample
+  store): time from the app's start to the table's first rows, then one
+  refresh with nothing changed and one after 10 runs' status.json changed,
+  split into the worker's store scan and the UI thread's table update.
 
-    python bench/bench_tui.py [--seconds 15] [--runs 8] [--rate 4]
+    python bench/bench_tui.py [--seconds 15] [--runs 8] [--rate 4] [--scale 3000]
 """
 
 from __future__ import annotations
@@ -72,6 +76,54 @@ FOLLOW = textwrap.dedent("""
     asyncio.run(main())
 """)
 
+SCALE = textwrap.dedent("""
+    import time, sys, asyncio, json, os
+    from pathlib import Path
+    t0 = time.perf_counter()
+    from bttui.tui.app import BttuiApp
+    from bttui.tui.sources import StoreSource, SystemClock
+    from bttui.tui.messages import RunsRefreshed
+    from bttui.gpus import FakeGpuSampler
+
+    root = Path(sys.argv[1])
+    async def main():
+        clock = SystemClock()
+        source = StoreSource(root, clock=clock)
+        app = BttuiApp(source, clock, FakeGpuSampler(), refresh_interval=3600.0, queue_interval=None)
+        async with app.run_test(size=(200, 50)) as pilot:
+            while not getattr(app.screen, "loaded", False):
+                await pilot.pause(0.005)
+            first = time.perf_counter() - t0
+            screen = app.screen
+            n = screen.query_one("#runs").row_count
+            out = {"runs": n, "first_rows_s": first}
+            for label, change in (("unchanged", 0), ("10_changed", 10)):
+                for d in sorted(root.iterdir())[:change]:
+                    st = json.loads((d / "status.json").read_text())
+                    st["loss"] = (st.get("loss") or 1.0) * 0.5
+                    (d / "status.json").write_text(json.dumps(st))
+                t = time.perf_counter()
+                rows = source.list_runs()
+                scan = time.perf_counter() - t
+                t = time.perf_counter()
+                screen.on_runs_refreshed(RunsRefreshed(rows, [], False))
+                ui = time.perf_counter() - t
+                await pilot.pause()
+                out[label] = {"scan_s": scan, "ui_s": ui}
+            t = time.perf_counter()
+            await pilot.press("slash", *"status:completed", "enter")
+            await pilot.pause()
+            out["filter_typed_s"] = time.perf_counter() - t
+            out["shown_after_filter"] = screen.query_one("#runs").row_count
+            for text in ("status:failed", ""):
+                screen.filter_text = text
+                t = time.perf_counter()
+                screen.apply_view()
+                out[f"refilter_{text or 'cleared'}_s"] = time.perf_counter() - t
+            print(json.dumps(out))
+    asyncio.run(main())
+""")
+
 WRITER = textwrap.dedent("""
     import json, sys, time, os
     from pathlib import Path
@@ -98,7 +150,7 @@ WRITER = textwrap.dedent("""
 def make_store(root: Path, n_runs: int) -> list[Path]:
     """Sample store plus ``n_runs`` running runs owned by this (live) process on this machine."""
     from bttui.runs import liveness
-    from bttui.tui.sources import write_sample_store
+    from bttui.tui.sources import write_sample_store  # noqa
 
     write_sample_store(root)
     dirs = []
@@ -118,6 +170,38 @@ def make_store(root: Path, n_runs: int) -> list[Path]:
     return dirs
 
 
+def make_many(root: Path, n_runs: int) -> None:
+    """``n_runs`` finished runs (run.json, status.json, config.toml), like a long-used store."""
+    statuses = ("completed", "failed", "stopped")
+    datasets = ("crc", "organs_axial", "organs_sagittal", "derm", "chest")
+    for i in range(n_runs):
+        run_id = f"2024{1 + i % 12:02d}{1 + i % 28:02d}-{i // 60 % 24:02d}{i % 60:02d}00-run-{i:05d}-{i:04x}"
+        d = root / run_id
+        d.mkdir(parents=True)
+        (d / "run.json").write_text(json.dumps({"format": 1, "id": run_id, "name": f"run-{i}",
+                                                "created": f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T00:00:00Z",
+                                                "sweep_id": f"sw-{i // 50:03d}" if i % 3 == 0 else None}))
+        (d / "status.json").write_text(json.dumps({
+            "status": statuses[i % 3], "started": 1.7e9 + i, "ended": 1.7e9 + i + 600, "heartbeat": 1.7e9 + i + 600,
+            "stage": None, "epoch": 10, "epochs": 10, "cells_done": 4, "cells_total": 4, "loss": 300.0 + i % 97,
+            "best_accuracy": 0.5 + (i % 40) / 100}))
+        ds = datasets[i % len(datasets)]
+        (d / "config.toml").write_text(f'name = "run-{i}"\n[pretrain]\ndatasets = ["{ds}"]\n'
+                                       f'[finetune]\ndatasets = ["{ds}"]\n')
+
+
+def scale(n_runs: int, env: dict) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "runs"
+        from bttui.tui.sources import write_sample_store  # noqa
+
+        write_sample_store(root)
+        make_many(root, n_runs)
+        out = subprocess.run([sys.executable, "-c", SCALE, str(root)], capture_output=True, text=True, env=env,
+                             check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=15.0)
@@ -126,8 +210,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--refresh", type=float, default=2.0, help="runs table refresh interval (the app's default)")
     ap.add_argument("--follow", type=float, default=1.0, help="dashboard tail interval (the app's default)")
+    ap.add_argument("--scale", type=int, default=0, help="only the scale measurement, with this many runs")
     args = ap.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS="2")
+    if args.scale:
+        print(json.dumps(scale(args.scale, env), indent=1))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "runs"
         dirs = make_store(root, args.runs)

@@ -97,6 +97,26 @@ def paper_table(name: str) -> PaperTable:
     return PAPER[PAPER_ALIASES.get(name.strip().lower(), name)]
 
 
+def paper_init(init: str) -> str | None:
+    """The paper's init a run's init compares with: Barlow Twins backbones (own or another run's) or ImageNet."""
+    if init.startswith(("barlow_twins", "run:")):
+        return "barlow_twins"
+    if init == "imagenet":
+        return "imagenet"
+    return None
+
+
+def paper_per_class(dataset: str, init: str, strategy: str, fraction: float) -> dict[str, float] | None:
+    """The paper's per-class accuracies (%) for a run's (dataset, init, strategy, label fraction), keyed by
+    canonical class name; None where the paper reports none (it does for a few combinations only)."""
+    table = PAPER.get(dataset)
+    p_init = paper_init(init)
+    if table is None or p_init is None:
+        return None
+    classes = table.per_class.get((p_init, strategy, float(fraction)))
+    return {canonical_class(k): v for k, v in classes.items()} if classes else None
+
+
 def canonical_class(name: str) -> str:
     """A class name normalised for matching the paper's per-class numbers (lowercase, NCT codes expanded)."""
     text = " ".join(str(name).strip().lower().replace("_", " ").split())

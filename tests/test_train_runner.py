@@ -58,7 +58,6 @@ batch_size = 16
 
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch, tmp_path):
-    monkeypatch.setenv("BTTUI_CONFIG", str(tmp_path / "no-settings.toml"))
     monkeypatch.setenv("HOME", str(tmp_path))
 
 
@@ -95,6 +94,9 @@ def test_end_to_end_run_on_synthetic_data(tmp_path):
     assert status["status"] == "completed" and status["reason"] is None
     assert status["cells_done"] == status["cells_total"] == 4
     assert set(status["cells"].values()) == {"completed"}
+    # What the runs table's GPU column shows: this machine trains on the CPU.
+    expected_device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert status["device"] == expected_device and (status["gpus"] == []) == (expected_device == "cpu")
 
     summary = read_json(run_dir / "summary.json")
     assert summary["pretrain"]["status"] == "completed" and summary["pretrain"]["epochs"] == 2

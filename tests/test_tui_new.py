@@ -62,7 +62,6 @@ class FakeControls:
 def workdir(tmp_path, monkeypatch):
     """A working directory with the shipped experiments, synthetic MIMeta data and a sample store."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("BTTUI_CONFIG", str(tmp_path / "no-settings.toml"))
     shutil.copytree(REPO / "experiments", tmp_path / "experiments")
     synthesize(tmp_path / "data" / "synthetic", per_class=4, image_size=16)
     write_sample_store(tmp_path / "runs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import asynccontextmanager
 
 import pytest
 from textual.widgets import DataTable, Static
@@ -25,11 +26,15 @@ def store(tmp_path):
     return write_sample_store(tmp_path / "runs")
 
 
-def make_app(store, gpus=None, follow_interval=60.0):
+def make_app(store, gpus=None, *, source=None, interval=60.0, **kw):
+    """The app on the sample store (or on ``source``) at a frozen clock, with a fake GPU sampler.
+
+    Refresh and follow run every ``interval`` seconds: long, so only the first refresh runs unless a test asks for
+    more. Other keywords (controls, reservations, queue_interval) go to BttuiApp as they are.
+    """
     clock = FakeClock(SAMPLE_NOW)
-    # Long intervals: only the first refresh runs unless a test asks for more.
-    return BttuiApp(StoreSource(store, clock=clock, label="~/runs"), clock, gpus or FakeGpuSampler(),
-                    refresh_interval=60.0, follow_interval=follow_interval)
+    return BttuiApp(source or StoreSource(store, clock=clock, label="~/runs"), clock, gpus or FakeGpuSampler(),
+                    refresh_interval=interval, follow_interval=interval, **kw)
 
 
 async def settle(app, pilot):
@@ -38,30 +43,40 @@ async def settle(app, pilot):
         await pilot.pause()
 
 
+@asynccontextmanager
+async def started(app, size=(120, 36), *, screen=None, keys=()):
+    """Run ``app`` in a ``size`` terminal and let its first refresh land; then push ``screen`` or press ``keys``
+    (when given) and let that settle too. Yields the pilot."""
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        if screen is not None:
+            app.push_screen(screen)
+        if keys:
+            await pilot.press(*keys)
+        if screen is not None or keys:
+            await settle(app, pilot)
+        yield pilot
+
+
 def table_keys(table: DataTable) -> list[str]:
     return [rk.value for rk in table.rows]
 
 
-def content_of(widget: Static):
-    """What the screen last gave the Static (a Rich renderable or Text)."""
-    return widget.content
-
-
-def plain(widget: Static) -> str:
-    content = content_of(widget)
+def plain(widget: Static, width: int = 100) -> str:
+    """The text of what the screen last gave the Static (a Rich Text, or a renderable drawn ``width`` wide)."""
+    content = widget.content
     if hasattr(content, "plain"):
         return content.plain
     from rich.console import Console
 
-    console = Console(width=100, record=True, color_system=None)
+    console = Console(width=width, record=True, color_system=None)
     console.print(content)
     return console.export_text()
 
 
 async def test_runs_screen_lists_runs_with_liveness(store):
     app = make_app(store)
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settle(app, pilot)
+    async with started(app):
         screen = app.screen
         assert isinstance(screen, RunsScreen)
         table = screen.query_one("#runs", DataTable)
@@ -79,8 +94,7 @@ async def test_runs_screen_lists_runs_with_liveness(store):
 
 async def test_filter_narrows_and_clears(store):
     app = make_app(store)
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settle(app, pilot)
+    async with started(app) as pilot:
         table = app.screen.query_one("#runs", DataTable)
         await pilot.press("slash")
         for ch in "crc":
@@ -106,8 +120,7 @@ async def test_filter_narrows_and_clears(store):
 
 async def test_sort_cycles(store):
     app = make_app(store)
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settle(app, pilot)
+    async with started(app) as pilot:
         screen = app.screen
         table = screen.query_one("#runs", DataTable)
         await pilot.press("s")
@@ -119,14 +132,20 @@ async def test_sort_cycles(store):
         await pilot.press("s")
         assert table_keys(table)[0] == DONE  # best accuracy first
         await pilot.press("s")
+        assert screen.sort_mode == "progress"
+        # completed (100%) first, then the stopped run at 3/10 epochs, the unknown-progress queued run last
+        assert table_keys(table)[0] == DONE and table_keys(table)[-1] == "20241125-154000-crc-sweep-lr-3-c3d4"
+        await pilot.press("s")
+        assert screen.sort_mode == "oldest"
+        assert table_keys(table)[0] == "20241123-140000-quick-start-9f9f"
+        await pilot.press("s")
         assert screen.sort_mode == "newest"
 
 
 async def test_gpu_summary_and_refresh(store):
     gpus = FakeGpuSampler([GpuSample(0, "H100", 38 * GIB, 80 * GIB, 97, ((1, GIB),))])
     app = make_app(store, gpus=gpus)
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settle(app, pilot)
+    async with started(app) as pilot:
         screen = app.screen
         assert "GPUs: 0 38/80 GiB 97%" in plain(screen.query_one("#home-header", Static))
         # A new run appears on the next refresh.
@@ -141,8 +160,7 @@ async def test_gpu_summary_and_refresh(store):
 
 async def test_help_overlay(store):
     app = make_app(store)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(app, pilot)
+    async with started(app, (80, 24)) as pilot:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         assert any(k == "/" for k, _ in app.screen.keys)
@@ -152,10 +170,7 @@ async def test_help_overlay(store):
 
 async def test_open_live_run_shows_dashboard(store):
     app = make_app(store)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settle(app, pilot)
-        await pilot.press("down", "enter")  # second row: the live pretraining run
-        await settle(app, pilot)
+    async with started(app, (120, 40), keys=("down", "enter")) as pilot:  # second row: the live pretraining run
         screen = app.screen
         assert isinstance(screen, RunDetailScreen)
         assert screen.run_id == LIVE
@@ -191,10 +206,7 @@ async def test_open_live_run_shows_dashboard(store):
 
 async def test_results_confusion_toggle(store):
     app = make_app(store)
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settle(app, pilot)
-        await pilot.press("down", "down", "down", "enter")
-        await settle(app, pilot)
+    async with started(app, keys=("down", "down", "down", "enter")) as pilot:
         assert app.screen.run_id == DONE
         await pilot.press("r")
         await settle(app, pilot)
@@ -264,19 +276,12 @@ class FakeControls:
         return self._do("delete", run_id)
 
 
-def control_app(store, controls, **kw):
-    clock = FakeClock(SAMPLE_NOW)
-    return BttuiApp(StoreSource(store, clock=clock, label="~/runs"), clock, FakeGpuSampler(), controls=controls,
-                    refresh_interval=60.0, follow_interval=60.0, **kw)
-
-
 async def test_stop_asks_then_acts_on_the_selection(store):
     from bttui.tui.screens.confirm import ConfirmScreen
 
     controls = FakeControls()
-    app = control_app(store, controls)
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settle(app, pilot)
+    app = make_app(store, controls=controls)
+    async with started(app) as pilot:
         screen = app.screen
         table = screen.query_one("#runs", DataTable)
         # Space selects and moves down: rows 2 and 4 (the live run and the completed sweep).
@@ -299,9 +304,8 @@ async def test_stop_asks_then_acts_on_the_selection(store):
 
 async def test_resume_and_delete_under_cursor_with_refusal(store):
     controls = FakeControls(refuse={DONE: f"Run {DONE} already completed; nothing to resume."})
-    app = control_app(store, controls)
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settle(app, pilot)
+    app = make_app(store, controls=controls)
+    async with started(app) as pilot:
         await pilot.press("down", "down", "down")  # the completed sweep
         assert app.screen.selected_run_id() == DONE
         await pilot.press("r")
@@ -341,13 +345,8 @@ async def test_gpus_screen_with_devices_holders_and_queue(store):
 
     gpus = FakeGpuSampler([GpuSample(0, "H100 [80GB]", 38 * GIB, 80 * GIB, 97, ((999999, 9 * GIB),)),
                            GpuSample(1, "H100", 0, 80 * GIB, 0, ())])
-    clock = FakeClock(SAMPLE_NOW)
-    app = BttuiApp(StoreSource(store, clock=clock, label="~/runs"), clock, gpus, controls=FakeControls(),
-                   reservations=Slots(), refresh_interval=60.0, follow_interval=60.0)
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settle(app, pilot)
-        await pilot.press("g")
-        await settle(app, pilot)
+    app = make_app(store, gpus, controls=FakeControls(), reservations=Slots())
+    async with started(app, keys=("g",)) as pilot:
         screen = app.screen
         assert isinstance(screen, GpusScreen)
         devices = screen.query_one("#devices", DataTable)
@@ -367,11 +366,8 @@ async def test_gpus_screen_with_devices_holders_and_queue(store):
 async def test_gpus_screen_without_nvml(store):
     from bttui.tui.screens.gpus import GpusScreen
 
-    app = control_app(store, FakeControls(), reservations=type("R", (), {"held": lambda self: []})())
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(app, pilot)
-        await pilot.press("g")
-        await settle(app, pilot)
+    app = make_app(store, controls=FakeControls(), reservations=type("R", (), {"held": lambda self: []})())
+    async with started(app, (80, 24), keys=("g",)):
         assert isinstance(app.screen, GpusScreen)
         assert app.screen.query_one("#devices", DataTable).row_count == 0
         assert plain(app.screen.query_one("#gpus-header", Static)).startswith(" GPUs  n/a")
@@ -382,9 +378,8 @@ async def test_compare_screen(store):
 
     (store / LIVE / "config.toml").write_text('name = "a"\n[pretrain]\nepochs = 100\nbatch_size = 256\n')
     (store / DONE / "config.toml").write_text('name = "b"\n[pretrain]\nepochs = 100\nbatch_size = 512\n')
-    app = control_app(store, FakeControls())
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settle(app, pilot)
+    app = make_app(store, controls=FakeControls())
+    async with started(app) as pilot:
         await pilot.press("c")  # nothing selected: a hint, no screen
         assert isinstance(app.screen, RunsScreen)
         await pilot.press("down", "space", "down", "space", "c")
@@ -431,8 +426,7 @@ def test_store_source_reads_each_runs_datasets_once(tmp_path):
 
 async def test_command_palette_offers_the_screens_keys(store):
     app = make_app(store)
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settle(app, pilot)
+    async with started(app) as pilot:
         screen = app.screen
         before = screen.sort_mode
         await pilot.press("ctrl+p")

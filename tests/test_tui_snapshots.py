@@ -52,6 +52,11 @@ def test_run_detail(snap_compare, app, size):
     assert snap_compare(app, terminal_size=size, run_before=steps("down", "enter"))
 
 
+def test_run_detail_finetuning(snap_compare, app):
+    """A fine-tuning sweep's dashboard: the last cell's train/val loss and accuracy curves."""
+    assert snap_compare(app, terminal_size=(80, 24), run_before=steps("down", "down", "down", "enter"))
+
+
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_results(snap_compare, app, size):
     assert snap_compare(app, terminal_size=size, run_before=steps("down", "down", "down", "enter", "r", "down"))
@@ -95,7 +100,6 @@ def form_app(tmp_path, monkeypatch):
     from bttui.data.synth import synthesize
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("BTTUI_CONFIG", str(tmp_path / "no-settings.toml"))
     shutil.copytree(Path(__file__).resolve().parents[1] / "experiments", tmp_path / "experiments")
     synthesize(tmp_path / "data" / "synthetic", per_class=4, image_size=16)
     store = write_sample_store(tmp_path / "runs")

@@ -97,7 +97,7 @@ def test_bttui_in_tmux(live_store, tmp_path, size):
 
         # The live run's dashboard.
         tmux.send("/")
-        tmux.wait_for("filter: name, id or status")  # typed before the box has focus, keys would act on the table
+        tmux.wait_for("filter: words or status:")  # typed before the box has focus, keys would act on the table
         tmux.type("crc-bt-paper")
         tmux.send("Enter")
         tmux.wait_for("1/5 runs")
@@ -118,7 +118,7 @@ def test_bttui_in_tmux(live_store, tmp_path, size):
         tmux.send("Escape")
         tmux.wait_for("bttui  5 runs")
         tmux.send("/")
-        tmux.wait_for("filter: name, id or status")  # typed before the box has focus, keys would act on the table
+        tmux.wait_for("filter: words or status:")  # typed before the box has focus, keys would act on the table
         tmux.type("organs")
         tmux.send("Enter")
         tmux.wait_for("1/5 runs")

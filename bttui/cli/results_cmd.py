@@ -53,19 +53,10 @@ def tagged_results(records: Sequence[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def paper_init(init: str) -> str | None:
-    """The paper's init a run's init compares with: Barlow Twins backbones (own or another run's) or ImageNet."""
-    if init.startswith(("barlow_twins", "run:")):
-        return "barlow_twins"
-    if init == "imagenet":
-        return "imagenet"
-    return None
-
-
 # ----------------------------------------------------------------- compare
 def comparison(records: Sequence[Any], paper: str | None) -> dict[str, Any]:
     """The plain data `compare` prints: aggregated rows, the paper's table, per-class differences, notes."""
-    from bttui.paper import paper_table, protocol_differences
+    from bttui.paper import paper_init, paper_table, protocol_differences
     from bttui.results import aggregate_results
 
     rows = aggregate_results(tagged_results(records))

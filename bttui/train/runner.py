@@ -247,6 +247,9 @@ class Runner:
         if cfg.resources.threads > 0:
             torch.set_num_threads(cfg.resources.threads)
         device = self._device()
+        world = self.dist.world_size if self.dist is not None else 1
+        self.set_status(device=device.type, gpus=gpu_ids(device.type, os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                                         world, device.index))
         self.emit("log", level="info", message=f"device {device}; torch {torch.__version__}; "
                                                f"threads {torch.get_num_threads()}")
         self._synthesize_if_needed()
@@ -486,6 +489,26 @@ class Runner:
                 print(f"bttui.train: on_finish exited with {proc.returncode}", file=sys.stderr)
         except Exception as exc:
             print(f"bttui.train: on_finish failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def gpu_ids(device_type: str, visible: str | None, world: int = 1, index: int | None = None) -> list[str]:
+    """The machine's GPUs this run trains on, as status.json's `gpus` records them (the runs table's GPU column).
+
+    Physical ids, not torch's renumbered ones: the first `world` entries of CUDA_VISIBLE_DEVICES
+    (indices, or UUIDs/MIG ids as given) when set, else torch's indices (one per torchrun rank, or
+    the single process's device). Empty on the CPU.
+    """
+    if device_type != "cuda":
+        return []
+    count = max(1, world)
+    if visible is not None and visible.strip():
+        ids = [v.strip() for v in visible.split(",") if v.strip()]
+        if world > 1:
+            return ids[:count]
+        return ids[index or 0:(index or 0) + 1]
+    if world > 1:
+        return [str(i) for i in range(count)]
+    return [str(index or 0)]
 
 
 def _is_cuda_oom(exc: BaseException) -> bool:

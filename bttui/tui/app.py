@@ -20,7 +20,7 @@ import bttui.runs.status  # noqa: E402,F401
 import bttui.runs.store  # noqa: E402,F401
 
 from bttui.gpus import GpuSamplerProtocol, default_sampler
-from bttui.tui.commands import ScreenKeys
+from bttui.tui.commands import RunCommands, ScreenKeys
 from bttui.tui.controls import StoreControls
 from bttui.tui.messages import QueueDrained
 from bttui.tui.screens.runs import RunsScreen
@@ -35,7 +35,7 @@ class BttuiApp(App[None]):
     # Screens get the -narrow / -wide class, so layouts stack on an 80-column terminal.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     BINDINGS = [Binding("ctrl+c", "quit", "Quit", show=False, priority=True)]
-    COMMANDS = App.COMMANDS | {ScreenKeys}
+    COMMANDS = App.COMMANDS | {ScreenKeys, RunCommands}
 
     def __init__(self, source: RunSource, clock: Clock | None = None, gpus: GpuSamplerProtocol | None = None,
                  *, controls: Any = None, refresh_interval: float = 2.0, follow_interval: float = 1.0,

@@ -44,6 +44,16 @@ class SummaryLoaded(Message):
 
 
 @dataclass
+class EmbeddingLoaded(Message):
+    """A cell's 2-D embedding was read (None when the file is absent or unreadable)."""
+
+    run_id: str
+    index: int
+    method: str
+    embedding: dict | None
+
+
+@dataclass
 class RunControlled(Message):
     """A stop/resume/delete finished for one run (``run_id`` None: the whole batch is done)."""
 

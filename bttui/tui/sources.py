@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Protocol
@@ -87,28 +87,48 @@ class RunRow:
     run_dir: Path | None = None
     pid: int | None = None
     datasets: tuple[str, ...] = ()
+    device: str | None = None  # "cuda" or "cpu" once the trainer has picked one
+    gpus: tuple[str, ...] = ()  # the machine's GPU ids the trainer runs on (status.json `gpus`)
+
+    @property
+    def gpu_text(self) -> str:
+        """The runs table's GPU column: "0", "0,1", "cpu", or "-" before the trainer has picked a device."""
+        if self.gpus:
+            return ",".join(self.gpus)
+        return "cpu" if self.device == "cpu" else "-"
 
     def matches(self, text: str) -> bool:
         """Whether the row passes a filter: every word must match (case-insensitive).
 
-        ``status:S``, ``dataset:D`` and ``sweep:W`` match that field (prefix for the
-        status, substring for datasets and sweep id); other words match name, id,
-        status, stage or cell as substrings.
+        ``status:S`` (or ``s:``), ``dataset:D`` (or ``ds:``), ``sweep:W``, ``stage:G`` and ``gpu:N``
+        match that field (prefix for status and stage, substring for datasets and sweep id, exact GPU
+        id or ``cpu``); ``a,b`` after the colon means either. Other words match name, id, status, stage or cell as substrings.
         """
         hay = " ".join(str(x) for x in (self.name, self.id, self.status, self.stage or "", self.cell or "")).lower()
         for word in text.strip().lower().split():
             key, sep, value = word.partition(":")
-            if sep and key == "status":
-                ok = self.status.lower().startswith(value)
-            elif sep and key == "dataset":
-                ok = any(value in d.lower() for d in self.datasets)
-            elif sep and key == "sweep":
-                ok = value in (self.sweep_id or "").lower()
+            field_name = FILTER_KEYS.get(key) if sep else None
+            values = [v for v in value.split(",") if v] or [""]
+            if field_name == "status":
+                ok = any(self.status.lower().startswith(v) for v in values)
+            elif field_name == "stage":
+                ok = any((self.stage or "").lower().startswith(v) for v in values)
+            elif field_name == "dataset":
+                ok = any(v in d.lower() for v in values for d in self.datasets)
+            elif field_name == "gpu":
+                ok = any(v in self.gpus or (v == "cpu" and self.device == "cpu") for v in values)
+            elif field_name == "sweep":
+                ok = any(v in (self.sweep_id or "").lower() for v in values)
             else:
                 ok = word in hay
             if not ok:
                 return False
         return True
+
+
+# Filter keys before a colon and the field each one filters.
+FILTER_KEYS = {"status": "status", "s": "status", "dataset": "dataset", "ds": "dataset", "sweep": "sweep",
+               "stage": "stage", "gpu": "gpu"}
 
 
 @dataclass
@@ -153,6 +173,7 @@ def _float(v: Any) -> float | None:
 def row_from_parts(run_id: str, run_data: dict, status_data: dict, status: str, reason: str | None,
                    run_dir: Path | None, datasets: Iterable[str] = ()) -> RunRow:
     cells = status_data.get("cells") or {}
+    gpus = status_data.get("gpus")
     return RunRow(
         id=run_id,
         name=str(run_data.get("name") or run_id),
@@ -173,10 +194,12 @@ def row_from_parts(run_id: str, run_data: dict, status_data: dict, status: str, 
         cells=dict(cells) if isinstance(cells, dict) else {},
         loss=_float(status_data.get("loss")),
         best_accuracy=_float(status_data.get("best_accuracy")),
-        sweep_id=run_data.get("sweep_id"),
+        sweep_id=run_data.get("sweep_id") if isinstance(run_data.get("sweep_id"), str) else None,
         run_dir=run_dir,
         pid=_int(status_data.get("pid")),
         datasets=tuple(datasets),
+        device=status_data.get("device") if isinstance(status_data.get("device"), str) else None,
+        gpus=tuple(str(g) for g in gpus) if isinstance(gpus, list) else (),
     )
 
 
@@ -243,6 +266,50 @@ def tail_lines(path: Path, max_lines: int = 200) -> list[str]:
     return lines[-max_lines:]
 
 
+def _signature(run_dir: Path) -> str | None:
+    """inode:mtime_ns:size of run.json and status.json (None without run.json): a rewrite changes it."""
+    parts = []
+    for name in ("run.json", "status.json"):
+        try:
+            st = os.stat(run_dir / name)
+        except OSError:
+            if name == "run.json":
+                return None
+            parts.append("-")
+        else:
+            parts.append(f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}")
+    return "|".join(parts)
+
+
+def _config_datasets(path: Path) -> tuple[str, ...] | None:
+    """Dataset ids named in config.toml's [pretrain] and [finetune] sections, in order, no repeats
+    (None when the file is missing or unreadable: it may still be being written)."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            config = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return None
+    found: list[str] = []
+    for section in ("pretrain", "finetune"):
+        sec = config.get(section)
+        names = sec.get("datasets") if isinstance(sec, dict) else None
+        if isinstance(names, list):
+            found += [n for n in names if isinstance(n, str) and n not in found]
+    return tuple(found)
+
+
+@dataclass
+class _CachedRun:
+    """What list_runs keeps per run directory between calls."""
+
+    sig: str
+    status_data: dict
+    row: "RunRow"
+    active: bool
+
+
 def _fallback_effective_status(status: dict, now: float) -> tuple[str, str | None]:
     state = str(status.get("status") or "queued")
     reason = status.get("reason")
@@ -270,6 +337,8 @@ class RunSource(Protocol):
 
     def read_log_tail(self, run_id: str, max_lines: int = 200) -> list[str]: ...
 
+    def read_embedding(self, run_id: str, result: dict, method: str) -> dict | None: ...
+
     def read_config(self, run_id: str) -> dict | None: ...
 
 
@@ -292,89 +361,88 @@ class StoreSource:
         self.clock = clock or SystemClock()
         self.label = label if label is not None else _home_label(self.root)
         self._lock = threading.Lock()
-        self._store: Any = None
         self._dirs: dict[str, Path] = {}
-
-    # The real Store is optional so the TUI keeps working on a bare copy of run directories.
-    def _get_store(self) -> Any:
-        if self._store is None:
-            try:
-                from bttui.runs.store import Store
-            except ImportError:
-                self._store = False
-            else:
-                self._store = Store(self.root)
-        return self._store or None
-
-    def _effective(self, status_data: dict) -> tuple[str, str | None]:
-        try:
-            from bttui.runs.status import effective_status
-        except ImportError:
-            return _fallback_effective_status(status_data, self.clock.now())
-        return effective_status(status_data, now=self.clock.now())
+        self._cache: dict[str, _CachedRun] = {}
+        self._dataset_cache: dict[str, tuple[str, ...]] = {}
 
     def list_runs(self) -> list[RunRow]:
+        """Every run, newest first. Only run directories whose run.json/status.json changed are re-read;
+        queued and running ones get their liveness re-checked against the clock on every call."""
         with self._lock:
-            rows = self._list_from_store()
-            if rows is None:
-                rows = self._list_from_dirs()
+            rows = self._scan()
             self._dirs = {r.id: r.run_dir for r in rows if r.run_dir is not None}
         rows.sort(key=lambda r: (r.created or 0.0, r.id), reverse=True)
         return rows
 
-    def _list_from_store(self) -> list[RunRow] | None:
-        store = self._get_store()
-        if store is None:
-            return None
-        rows = []
-        for rec in store.list_runs():
-            status_data = dict(getattr(rec, "status_data", None) or {})
-            run_data = dict(getattr(rec, "run_data", None) or {})
-            run_data.setdefault("name", rec.name)
-            run_data.setdefault("created", rec.created)
-            status, reason = self._effective(status_data) if status_data else (rec.status, rec.reason)
-            row = row_from_parts(rec.id, run_data, status_data, status, reason, Path(rec.paths.dir))
-            row.datasets = self._datasets(rec.id, Path(rec.paths.dir))
-            rows.append(row)
-        return rows
-
-    def _datasets(self, run_id: str, run_dir: Path) -> tuple[str, ...]:
-        """The datasets a run's config names (pretrain + finetune), read once per run: config.toml never changes."""
-        cache = self.__dict__.setdefault("_dataset_cache", {})
-        if run_id not in cache:
-            import tomllib
-
-            try:
-                with open(run_dir / "config.toml", "rb") as fh:
-                    cfg = tomllib.load(fh)
-            except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-                return ()  # not cached: the file may still be being written
-            names: list[str] = []
-            for section in ("pretrain", "finetune"):
-                for d in (cfg.get(section) or {}).get("datasets") or []:
-                    if isinstance(d, str) and d not in names:
-                        names.append(d)
-            cache[run_id] = tuple(names)
-        return cache[run_id]
-
-    def _list_from_dirs(self) -> list[RunRow]:
-        rows = []
+    def _scan(self) -> list[RunRow]:
         try:
-            entries = sorted(self.root.iterdir())
+            entries = list(os.scandir(self.root))
         except OSError:
             return []
-        for d in entries:
-            if not d.is_dir() or d.name.startswith("."):
+        try:
+            from bttui.runs.store import is_run_entry
+        except ImportError:
+            def is_run_entry(name: str) -> bool:
+                return not name.startswith(".") and name != "cache"
+        rows: list[RunRow] = []
+        cache: dict[str, _CachedRun] = {}
+        for entry in entries:
+            try:
+                if not is_run_entry(entry.name) or not entry.is_dir():
+                    continue
+            except OSError:
                 continue
-            run_data = _read_json(d / "run.json")
-            if run_data is None:
-                continue
-            status_data = _read_json(d / "status.json") or {"status": "queued"}
-            status, reason = self._effective(status_data)
-            row = row_from_parts(str(run_data.get("id") or d.name), run_data, status_data, status, reason, d)
-            row.datasets = self._datasets(row.id, d)
-            rows.append(row)
+            d = Path(entry.path)
+            sig = _signature(d)
+            if sig is None:
+                continue  # no run.json: not a run
+            cached = self._cache.get(entry.name)
+            if cached is None or cached.sig != sig:
+                cached = self._read_run(d, sig, cached)
+                if cached is None:
+                    continue
+            elif cached.active:
+                # Same files, but the trainer may have died since: liveness depends on the clock and /proc.
+                status, reason = self._effective(cached.status_data, d)
+                if (status, reason) != (cached.row.status, cached.row.reason):
+                    cached.row = replace(cached.row, status=status, reason=reason)
+            cache[entry.name] = cached
+            rows.append(cached.row)
+        self._cache = cache
         return rows
+
+    def _read_run(self, d: Path, sig: str, old: "_CachedRun | None") -> "_CachedRun | None":
+        run_data = _read_json(d / "run.json")
+        if run_data is None:
+            return None
+        status_data = _read_json(d / "status.json") or {"status": "queued"}
+        run_id = str(run_data.get("id") or d.name)
+        status, reason = self._effective(status_data, d)
+        row = row_from_parts(run_id, run_data, status_data, status, reason, d, self._datasets(run_id, d))
+        active = str(status_data.get("status") or "queued") in ("queued", "running")
+        return _CachedRun(sig, status_data, row, active)
+
+    def _datasets(self, run_id: str, run_dir: Path) -> tuple[str, ...]:
+        """The datasets a run's config names, read once per run: config.toml never changes after creation."""
+        found = self._dataset_cache.get(run_id)
+        if found is None:
+            found = _config_datasets(run_dir / "config.toml")
+            if found is None:
+                return ()  # not cached: the launcher may not have written it yet
+            self._dataset_cache[run_id] = found
+        return found
+
+    def _effective(self, status_data: dict, run_dir: Path | None = None) -> tuple[str, str | None]:
+        try:
+            from bttui.runs.status import effective_status
+        except ImportError:
+            return _fallback_effective_status(status_data, self.clock.now())
+        status, reason = effective_status(status_data, now=self.clock.now())
+        if run_dir is not None and status in ("queued", "running") and (run_dir / "slurm.json").is_file():
+            from bttui.runs.store import slurm_adjusted
+
+            status, reason = slurm_adjusted(run_dir, status, reason)
+        return status, reason
 
     def _dir(self, run_id: str) -> Path:
         d = self._dirs.get(run_id)
@@ -386,8 +454,8 @@ class StoreSource:
         if run_data is None:
             return None
         status_data = _read_json(d / "status.json") or {"status": "queued"}
-        status, reason = self._effective(status_data)
-        return row_from_parts(run_id, run_data, status_data, status, reason, d)
+        status, reason = self._effective(status_data, d)
+        return row_from_parts(run_id, run_data, status_data, status, reason, d, self._datasets(run_id, d))
 
     def read_events(self, run_id: str, offset: int = 0) -> EventChunk:
         return read_events_incremental(self._dir(run_id) / "events.jsonl", offset)
@@ -398,6 +466,10 @@ class StoreSource:
     def read_log_tail(self, run_id: str, max_lines: int = 200) -> list[str]:
         return tail_lines(self._dir(run_id) / "train.log", max_lines)
 
+    def read_embedding(self, run_id: str, result: dict, method: str) -> dict | None:
+        """The cell's ``embedding_<method>.npz`` as plain lists (None when absent or unreadable)."""
+        return load_embedding(embedding_path(self._dir(run_id), result, method))
+
     def read_config(self, run_id: str) -> dict | None:
         """The run's resolved config.toml as a dict (None when absent or unreadable)."""
         import tomllib
@@ -407,6 +479,35 @@ class StoreSource:
                 return tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError):
             return None
+
+
+def embedding_path(run_dir: Path, result: dict, method: str) -> Path:
+    """``<run>/<result["artifacts"]>/embedding_<method>.npz``; without that key, the cell slug's folder."""
+    rel = result.get("artifacts")
+    if not isinstance(rel, str) or not rel:
+        cell = str(result.get("cell") or "")
+        rel = f"artifacts/cells/{cell.replace('/', '--')}"
+    folder = Path(rel) if Path(rel).is_absolute() else run_dir / rel
+    return folder / f"embedding_{method}.npz"
+
+
+def load_embedding(path: Path) -> dict | None:
+    """coords [N][2], labels [N], class_names, method from an npz written by bttui.train.embed."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            coords = np.asarray(data["coords"], dtype=float)
+            labels = np.asarray(data["labels"]).astype(int)
+            names = [str(n) for n in data["class_names"]] if "class_names" in data.files else []
+            method = str(data["method"]) if "method" in data.files else path.stem.removeprefix("embedding_")
+    except (OSError, KeyError, ValueError):
+        return None
+    if coords.ndim != 2 or coords.shape[1] != 2 or len(labels) != len(coords):
+        return None
+    if not names:
+        names = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
+    return {"coords": coords.tolist(), "labels": labels.tolist(), "class_names": names, "method": method}
 
 
 # --------------------------------------------------------------------------- sample store (tests, demos)
@@ -422,13 +523,18 @@ def _iso(ts: float) -> str:
 
 
 def _write_run(root: Path, run_id: str, name: str, created: float, status: dict,
-               events: Iterable[dict] = (), summary: dict | None = None, log: str = "") -> Path:
+               events: Iterable[dict] = (), summary: dict | None = None, log: str = "",
+               datasets: dict[str, list[str]] | None = None, sweep_id: str | None = None) -> Path:
     d = root / run_id
     d.mkdir(parents=True, exist_ok=True)
     run = {"format": 1, "id": run_id, "name": name, "created": _iso(created), "host": "sample-host",
            "boot_id": "sample-boot", "git_commit": None, "versions": {"bttui": "0.1.0"}, "hardware": {},
-           "lineage": {}, "sweep_id": None, "config_path": None}
+           "lineage": {}, "sweep_id": sweep_id, "config_path": None}
     (d / "run.json").write_text(json.dumps(run, indent=1))
+    if datasets:
+        # Only the sections' dataset lists: enough for the runs table's Datasets column and filter.
+        (d / "config.toml").write_text("".join(f'[{section}]\ndatasets = {json.dumps(names)}\n'
+                                               for section, names in datasets.items()))
     base = {"reason": None, "pid": None, "pid_start": None, "host": "sample-host", "boot_id": "sample-boot",
             "heartbeat": None, "started": None, "ended": None, "stage": None, "cell": None}
     base.update(status)
@@ -472,6 +578,26 @@ def _result(cell: str, init: str, strategy: str, fraction: float, acc: float, sh
     return item
 
 
+def _write_embedding(folder: Path, n_classes: int, shift: int, per_class: int = 12) -> None:
+    """A fixed t-SNE-like picture: one ring-shaped cluster per class (no randomness, so snapshots hold)."""
+    import math
+
+    import numpy as np
+
+    coords, labels = [], []
+    for c in range(n_classes):
+        cx, cy = 10 * math.cos(2 * math.pi * c / n_classes), 10 * math.sin(2 * math.pi * c / n_classes)
+        for k in range(per_class):
+            a = 2 * math.pi * k / per_class
+            radius = 1.5 + (k % 3) * 0.5 + shift
+            coords.append((cx + radius * math.cos(a), cy + radius * math.sin(a)))
+            labels.append(c)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "embedding_tsne.npz", coords=np.asarray(coords, dtype=np.float32),
+             labels=np.asarray(labels, dtype=np.int64), class_names=np.asarray(SAMPLE_CLASSES),
+             indices=np.arange(len(labels)), method=np.asarray("tsne"))
+
+
 def write_sample_store(root: str | os.PathLike, now: float = SAMPLE_NOW) -> Path:
     """Hand-written run directories with fixed timestamps: one of each status, a live pretraining
     run with step/epoch/health events and a completed fine-tuning sweep with confusion matrices."""
@@ -490,7 +616,11 @@ def write_sample_store(root: str | os.PathLike, now: float = SAMPLE_NOW) -> Path
             loss = 2000.0 * (0.82 ** (step / 40)) + 300.0
             events.append({"t": t0 + step * 20.0, "type": "step", "stage": "pretrain", "epoch": ep, "step": step,
                            "loss": loss, "on_diag": loss * 0.7, "off_diag": loss * 0.3, "lr": 0.03 * (1 - step / 2000),
-                           "images_per_s": 3400.0 + (step % 7) * 3, "data_wait": 0.03})
+                           "images_per_s": 3400.0 + (step % 7) * 3, "data_wait": 0.03,
+                           "rss_mb": 2900.0 + step / 4, "gpu_mem_allocated_mb": 9800.0 + (step % 5) * 20,
+                           "gpu_mem_reserved_mb": 10400.0, "gpu_mem_peak_mb": 11300.0,
+                           "gpu_mem_used_mb": 38000.0 + (step % 3) * 100, "gpu_mem_total_mb": 81920.0,
+                           "gpu_util": 90.0 + step % 8})
         size = 8
         xcorr = [[(1.0 - 0.5 * 0.8 ** ep) if i == j else (0.3 * 0.8 ** ep) * (1 if (i + j) % 2 else -1)
                   for j in range(size)] for i in range(size)]
@@ -504,13 +634,15 @@ def write_sample_store(root: str | os.PathLike, now: float = SAMPLE_NOW) -> Path
     _write_run(root, "20241125-124800-crc-bt-paper-a1b2", "crc-bt-paper", t0,
                {"status": "running", "pid": 999999, "pid_start": 1, "heartbeat": now - 4, "started": t0,
                 "stage": "pretrain", "epoch": 12, "epochs": 100, "step": 480, "steps": 4000,
+                "device": "cuda", "gpus": ["0"],
                 "cells_done": 0, "cells_total": 2, "loss": 2000.0 * (0.82 ** 12) + 300.0,
                 "cells": {"organs_sagittal/barlow_twins/linear/1/s0": "pending",
                           "organs_sagittal/imagenet/linear/1/s0": "pending"}},
-               events, None, log)
+               events, None, log, datasets={"pretrain": ["crc"], "finetune": ["organs_sagittal"]})
 
     # 2. queued sweep member
-    _write_run(root, "20241125-154000-crc-sweep-lr-3-c3d4", "crc-sweep-lr/3", now - 20 * 60, {"status": "queued"})
+    _write_run(root, "20241125-154000-crc-sweep-lr-3-c3d4", "crc-sweep-lr/3", now - 20 * 60, {"status": "queued"},
+               datasets={"pretrain": ["crc"]}, sweep_id="sw-20241125-crc-lr-7c1d")
 
     # 3. completed fine-tuning sweep with results
     t2 = now - 26 * 3600
@@ -519,6 +651,12 @@ def write_sample_store(root: str | os.PathLike, now: float = SAMPLE_NOW) -> Path
         _result("organs_sagittal/barlow_twins/linear/1/s0", "barlow_twins", "linear", 1.0, 0.80, 1, True),
         _result("organs_sagittal/imagenet/linear/1/s0", "imagenet", "linear", 1.0, 0.50, 2, False),
     ]
+    run_dir = root / "20241124-140000-organs-xdomain-e5f6"
+    for i, r in enumerate(results):
+        r["artifacts"] = "artifacts/cells/" + r["cell"].replace("/", "--")
+        if i < 2:
+            r["embeddings"] = ["tsne"]
+            _write_embedding(run_dir / r["artifacts"], len(SAMPLE_CLASSES), shift=i)
     cell_events = [{"t": t2, "type": "stage_start", "stage": "finetune"}]
     for i, r in enumerate(results):
         cell_events.append({"t": t2 + 600 * i, "type": "cell_start", "stage": "finetune", "cell": r["cell"]})
@@ -531,19 +669,22 @@ def write_sample_store(root: str | os.PathLike, now: float = SAMPLE_NOW) -> Path
     _write_run(root, "20241124-140000-organs-xdomain-e5f6", "organs-xdomain", t2,
                {"status": "completed", "started": t2, "ended": t2 + 41 * 60, "heartbeat": t2 + 41 * 60,
                 "stage": "finetune", "cells_done": 3, "cells_total": 3, "best_accuracy": 0.80,
+                "device": "cuda", "gpus": ["1", "2"],
                 "cells": {r["cell"]: "completed" for r in results}},
                cell_events, {"pretrain": None, "results": results},
-               "14:00:00 fine-tuning 3 cells\n14:41:00 done\n")
+               "14:00:00 fine-tuning 3 cells\n14:41:00 done\n", datasets={"finetune": ["organs_sagittal"]})
 
     # 4. crashed: says running, heartbeat 2 h old
     t3 = now - 5 * 3600
     _write_run(root, "20241125-110000-crc-bt-bs512-0a0b", "crc-bt-bs512", t3,
                {"status": "running", "pid": 999998, "pid_start": 1, "heartbeat": now - 2 * 3600, "started": t3,
-                "stage": "pretrain", "epoch": 88, "epochs": 1000, "loss": 950.25})
+                "stage": "pretrain", "epoch": 88, "epochs": 1000, "loss": 950.25, "device": "cuda", "gpus": ["1"]},
+               datasets={"pretrain": ["crc"]})
 
     # 5. stopped, with a name that looks like Rich markup (must be shown literally)
     t4 = now - 50 * 3600
     _write_run(root, "20241123-140000-quick-start-9f9f", "quick[bold]start", t4,
                {"status": "stopped", "reason": "stopped by user", "started": t4, "ended": t4 + 300,
-                "stage": "pretrain", "epoch": 3, "epochs": 10, "loss": 1520.0})
+                "stage": "pretrain", "epoch": 3, "epochs": 10, "loss": 1520.0, "device": "cpu", "gpus": []},
+               datasets={"pretrain": ["organs_axial"]})
     return root

@@ -20,12 +20,19 @@ from bttui.tui.sources import RunRow
 from bttui.tui.widgets.formatting import (
     clean, fmt_accuracy, fmt_duration, fmt_loss, fmt_rate, literal, short_time, status_text,
 )
-from bttui.tui.widgets.heatmap import xcorr_heatmap
+from bttui.tui.widgets.cell_chart import CellChart
+from bttui.tui.widgets.heatmap import bar, xcorr_heatmap
 from bttui.tui.widgets.loss_chart import LossChart
 
 # Bounded histories: a 1000-epoch run logs ~10^5 steps; the chart thins to 300 points anyway.
 MAX_STEPS_KEPT = 20_000
 LOG_LINES_SHOWN = 6
+# Per-step numbers kept for the sparklines (they show the last few dozen; older points only cost memory).
+MAX_SERIES_KEPT = 600
+SERIES_KEYS = ("lr", "images_per_s", "data_wait", "rss_mb", "gpu_mem_allocated_mb", "gpu_mem_reserved_mb",
+               "gpu_mem_peak_mb", "gpu_mem_used_mb", "gpu_mem_total_mb", "gpu_util")
+# From this many columns the loss chart and the fine-tuning charts are shown side by side.
+BOTH_CHARTS_FROM = 160
 
 # Health keys accepted in `epoch`/`health`/`step` events (first present wins).
 HEALTH_KEYS = {
@@ -66,6 +73,8 @@ class LiveState:
         self.cell_curves: dict[str, list[dict]] = {}
         self.torn = 0
         self.n_events = 0
+        # Step-event numbers over time (lr, images/s, GPU memory...), for sparklines and gauges.
+        self.series: dict[str, list[float]] = {k: [] for k in SERIES_KEYS}
 
     def feed(self, events: list[dict]) -> None:
         for ev in events:
@@ -78,6 +87,10 @@ class LiveState:
                     self.on_diag.append(float(ev.get("on_diag") or 0.0))
                     self.off_diag.append(float(ev.get("off_diag") or 0.0))
                 self.last_step = ev
+                for key in SERIES_KEYS:
+                    v = ev.get(key)
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
+                        self.series[key].append(float(v))
             elif kind == "epoch" and ev.get("loss") is not None and ev.get("stage", "pretrain") == "pretrain":
                 self.epoch_x.append(float(ev.get("epoch") or len(self.epoch_x) + 1))
                 self.epoch_loss.append(float(ev["loss"]))
@@ -112,6 +125,8 @@ class LiveState:
             for series in (self.steps, self.loss, self.on_diag, self.off_diag):
                 del series[:cut]
         del self.messages[:-50]
+        for values in self.series.values():
+            del values[:-MAX_SERIES_KEPT]
 
     def chart_series(self) -> tuple[dict[str, tuple[list[float], list[float]]], str]:
         if self.steps:
@@ -119,19 +134,11 @@ class LiveState:
                     "off-diag·λ": (self.steps, self.off_diag)}, "step"
         if self.epoch_x:
             return {"total": (self.epoch_x, self.epoch_loss)}, "epoch"
-        if self.cell_order:
-            # Fine-tuning only: the latest cell's train/val loss per epoch.
-            cell = next((c for c in reversed(self.cell_order) if self.cell_curves.get(c)), None)
-            if cell is not None:
-                evs = self.cell_curves[cell]
-                out = {}
-                for key, label in (("train_loss", "train loss"), ("val_loss", "val loss")):
-                    pts = [(float(e.get("epoch") or i + 1), float(e[key])) for i, e in enumerate(evs)
-                           if isinstance(e.get(key), (int, float))]
-                    if pts:
-                        out[label] = ([p[0] for p in pts], [p[1] for p in pts])
-                return out, "epoch"
         return {}, "step"
+
+    @property
+    def has_pretrain(self) -> bool:
+        return bool(self.steps or self.epoch_x)
 
 
 def sparkline(values: list[float], width: int = 12) -> str:
@@ -143,6 +150,50 @@ def sparkline(values: list[float], width: int = 12) -> str:
     if hi == lo:
         return ticks[3] * len(vals)
     return "".join(ticks[int((v - lo) / (hi - lo) * (len(ticks) - 1))] for v in vals)
+
+
+def progress_of(row: RunRow | None) -> tuple[float, str] | None:
+    """(fraction done, what is counted) for the header's bar: steps, else epochs, of the stage; cells when fine-tuning."""
+    if row is None:
+        return None
+    if row.status == "completed":
+        return 1.0, "done"
+    if row.stage == "finetune" and row.cells_total:
+        return (row.cells_done or 0) / row.cells_total, f"cells {row.cells_done or 0}/{row.cells_total}"
+    if row.step is not None and row.steps:
+        return min(1.0, row.step / row.steps), f"step {row.step:,}/{row.steps:,}"
+    if row.epoch is not None and row.epochs:
+        return min(1.0, row.epoch / row.epochs), f"epoch {row.epoch}/{row.epochs}"
+    return None
+
+
+def gauge(fraction: float | None, width: int = 10) -> str:
+    """A bar plus percent that reads without colour: ``████░░░░░░  40%``."""
+    if fraction is None:
+        return "n/a"
+    return f"{bar(fraction, width)} {100 * max(0.0, min(1.0, fraction)):3.0f}%"
+
+
+class CellsTable(DataTable):
+    """The cells table; ``picked`` turns true once the user moves its cursor (key or mouse), so the
+    fine-tuning charts follow the user's cell instead of the running one."""
+
+    picked = False
+
+    def on_key(self, event) -> None:
+        if event.key in ("up", "down", "pageup", "pagedown", "home", "end"):
+            self._pick()
+
+    def on_click(self) -> None:
+        self._pick()
+
+    def _pick(self) -> None:
+        if not self.picked:
+            self.picked = True
+            # The cursor may not move (home on the first row): redraw the charts for it anyway.
+            redraw = getattr(self.screen, "render_cell_charts", None)
+            if redraw is not None:
+                self.call_after_refresh(redraw)
 
 
 def eta_seconds(row: RunRow, now: float) -> float | None:
@@ -172,12 +223,15 @@ class RunDetailScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("l", "toggle_log", "Log scale"),
+        Binding("f", "toggle_chart", "Loss/FT chart"),
         Binding("r", "results", "Results"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "app.quit", "Quit"),
     ]
     HELP = [("esc", "back to the runs"), ("l", "toggle log scale of the loss chart"),
-            ("r", "results: cells, confusion matrices"), ("↑/↓", "pick a cell (enter: its results)"),
+            ("f", "chart: pretraining loss or the cell's fine-tuning\n   loss/accuracy (both from 160 columns)"),
+            ("r", "results: cells, confusion matrices"),
+            ("↑/↓", "pick a cell: its curves (enter: its results)"),
             ("?", "this help"), ("q", "quit (the run keeps going)")]
 
     def __init__(self, run_id: str) -> None:
@@ -188,6 +242,8 @@ class RunDetailScreen(Screen[None]):
         self.log_lines: list[str] = []
         self._tailer = _Tailer()
         self._cells_key: tuple | None = None
+        # "auto": fine-tuning charts when there is no pretraining or the user picked a cell; "loss"/"cells": forced.
+        self.chart_view = "auto"
 
     def compose(self) -> ComposeResult:
         yield Static(id="detail-header")
@@ -197,10 +253,15 @@ class RunDetailScreen(Screen[None]):
             with Horizontal(id="detail-top"):
                 chart = LossChart(id="loss-chart")
                 yield chart
+                with Horizontal(id="cell-charts"):
+                    yield CellChart("loss", id="cell-loss")
+                    yield CellChart("accuracy", id="cell-acc")
                 numbers = Static(id="numbers")
                 numbers.border_title = "Throughput · GPU"
                 yield numbers
             yield Static(id="strip", classes="oneline")
+            yield Static(id="gpu-line", classes="oneline")
+            yield Static(id="cell-line", classes="oneline")
             yield Static(id="health-line", classes="oneline")
             yield Static(id="log-line", classes="oneline")
             with Horizontal(id="detail-mid"):
@@ -213,7 +274,7 @@ class RunDetailScreen(Screen[None]):
                 log = Static(id="log")
                 log.border_title = "Log"
                 yield log
-            cells = DataTable(id="cells", cursor_type="row")
+            cells = CellsTable(id="cells", cursor_type="row")
             cells.border_title = "Cells"
             yield cells
         yield Footer()
@@ -224,7 +285,7 @@ class RunDetailScreen(Screen[None]):
         cells.add_column("Status", key="status")
         cells.add_column("Epoch", key="epoch")
         cells.add_column("Accuracy", key="acc")
-        self.row = self.app.source.get_run(self.run_id)
+        # The run's files are read by the poll worker only; until it answers the header says "loading".
         self.render_all()
         self.poll()
         self.set_interval(self.app.follow_interval, self.poll)
@@ -280,6 +341,7 @@ class RunDetailScreen(Screen[None]):
         self.render_log()
         self.render_strips()
         self.render_cells()
+        self.render_cell_charts()
 
     def render_header(self) -> None:
         row = self.row
@@ -287,7 +349,10 @@ class RunDetailScreen(Screen[None]):
         header = Text(" ", no_wrap=True, overflow="ellipsis")
         if row is None:
             header.append(literal(self.run_id, "bold"))
-            header.append("  run not found", style="red")
+            if self._tailer.last_log is None:
+                header.append("  loading…", style="dim")
+            else:
+                header.append("  run not found", style="red")
             self.query_one("#detail-header", Static).update(header)
             return
         clock = self.app.clock
@@ -306,7 +371,11 @@ class RunDetailScreen(Screen[None]):
         if eta is not None:
             header.append(f"  ETA {fmt_duration(eta)}")
         started = row.started or row.created
-        second = f" {clean(row.id)}  started {short_time(started, clock, now)}"
+        progress = progress_of(row)
+        second = " "
+        if progress is not None:
+            second += f"{gauge(progress[0], 16)}  "
+        second += f"{clean(row.id)}  started {short_time(started, clock, now)}"
         if started:
             end = row.ended or (now if row.status == "running" else row.heartbeat)
             if end:
@@ -333,25 +402,46 @@ class RunDetailScreen(Screen[None]):
         host = f"{rss / 1024:.1f} GiB" if rss is not None else "n/a"
         return proc, dev, host
 
+    def spark(self, key: str, width: int = 8) -> str:
+        return sparkline(self.state.series.get(key, []), width)
+
     def render_numbers(self) -> None:
+        """Loss terms, throughput, lr, GPU memory (this process and the device) and host RSS, each with
+        its sparkline over the last steps; gauges for device memory and utilisation."""
         ev = self.state.last_step
         t = Table.grid(padding=(0, 1))
         t.add_column(style="dim", no_wrap=True)
         t.add_column(justify="right", no_wrap=True)
+        t.add_column(no_wrap=True)
         loss = ev.get("loss", self.row.loss if self.row else None)
-        t.add_row("loss", fmt_loss(loss))
-        t.add_row("on-diag", fmt_loss(ev.get("on_diag")))
-        t.add_row("off-diag·λ", fmt_loss(ev.get("off_diag")))
-        t.add_row("img/s", fmt_rate(ev.get("images_per_s"), unit="").strip())
+        t.add_row("loss", fmt_loss(loss), "")
+        t.add_row("on-diag", fmt_loss(ev.get("on_diag")), "")
+        t.add_row("off-diag·λ", fmt_loss(ev.get("off_diag")), "")
+        t.add_row("img/s", self._rate(), self.spark("images_per_s"))
         wait = self._step_value("data_wait")
-        t.add_row("data wait", f"{100 * float(wait):.0f}%" if wait is not None else "n/a")
+        t.add_row("data wait", f"{100 * float(wait):.0f}%" if wait is not None else "n/a", self.spark("data_wait"))
         lr = self._step_value("lr")
-        t.add_row("lr", f"{float(lr):.4g}" if lr is not None else "n/a")
-        proc, dev, host = self.gpu_parts()
-        t.add_row("GPU alloc/peak", proc)
-        t.add_row("GPU device", dev)
-        t.add_row("host RSS", host)
+        t.add_row("lr", f"{float(lr):.3g}" if lr is not None else "n/a", self.spark("lr"))
+        gib = self._gib
+        t.add_row("GPU alloc", gib("gpu_mem_allocated_mb"), self.spark("gpu_mem_allocated_mb"))
+        t.add_row("  reserved", gib("gpu_mem_reserved_mb"), self.spark("gpu_mem_reserved_mb"))
+        t.add_row("  peak", gib("gpu_mem_peak_mb"), "")
+        used, total = self._step_value("gpu_mem_used_mb"), self._step_value("gpu_mem_total_mb")
+        dev = f"{used / 1024:.1f}/{total / 1024:.0f} GiB" if used is not None and total else "n/a"
+        t.add_row("device mem", dev, self.spark("gpu_mem_used_mb"))
+        t.add_row("", gauge(used / total if used is not None and total else None), "")
+        util = self._step_value("gpu_util")
+        t.add_row("device util", gauge(util / 100 if util is not None else None), self.spark("gpu_util"))
+        t.add_row("host RSS", gib("rss_mb"), self.spark("rss_mb"))
         self.query_one("#numbers", Static).update(t)
+
+    def _rate(self) -> str:
+        v = self._step_value("images_per_s")
+        return fmt_rate(v, unit="").strip() if v is not None else "n/a"
+
+    def _gib(self, key: str) -> str:
+        v = self._step_value(key)
+        return f"{v / 1024:.1f} GiB" if v is not None else "n/a"
 
     def collapse_text(self) -> Text:
         if self.state.alarm:
@@ -411,18 +501,26 @@ class RunDetailScreen(Screen[None]):
         proc, dev, host = self.gpu_parts()
         strip = Text(no_wrap=True, overflow="ellipsis")
         strip.append(" img/s ", style="dim")
-        strip.append(fmt_rate(ev.get("images_per_s"), unit="").strip())
+        strip.append(self._rate())
         strip.append("  data ", style="dim")
         strip.append(f"{100 * wait:.0f}%" if wait is not None else "n/a")
         strip.append("  lr ", style="dim")
         strip.append(f"{lr:.3g}" if lr is not None else "n/a")
-        strip.append("  GPU ", style="dim")
-        strip.append(dev)
-        strip.append("  run ", style="dim")
-        strip.append(proc)
+        strip.append(" " + self.spark("images_per_s", 6))
         strip.append("  RSS ", style="dim")
         strip.append(host)
         self.query_one("#strip", Static).update(strip)
+
+        used, total = self._step_value("gpu_mem_used_mb"), self._step_value("gpu_mem_total_mb")
+        util = self._step_value("gpu_util")
+        gpu = Text(no_wrap=True, overflow="ellipsis")
+        gpu.append(" GPU mem ", style="dim")
+        gpu.append(gauge(used / total, 8) if used is not None and total else "n/a")
+        gpu.append(" util ", style="dim")
+        gpu.append(gauge(util / 100, 8) if util is not None else "n/a")
+        gpu.append("  run ", style="dim")
+        gpu.append(proc)
+        self.query_one("#gpu-line", Static).update(gpu)
 
         h = self.state.health
         line = Text(no_wrap=True, overflow="ellipsis")
@@ -472,7 +570,83 @@ class RunDetailScreen(Screen[None]):
                           key=cell)
         table.display = bool(data)
 
+    def chart_cell(self) -> str | None:
+        """The cell whose fine-tuning curves are drawn: the user's pick in the cells table, else the
+        running cell, else the last cell that reported epochs."""
+        table = self.query_one("#cells", CellsTable)
+        if table.picked and table.row_count:
+            try:
+                return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            except Exception:
+                pass
+        row = self.row
+        curves = self.state.cell_curves
+        if row is not None and row.cell and (row.status == "running" or row.cell in curves):
+            return row.cell
+        return next((c for c in reversed(self.state.cell_order) if curves.get(c)), None)
+
+    def show_cell_charts(self) -> tuple[bool, bool]:
+        """(loss chart shown, fine-tuning charts shown) for the current width, data and view."""
+        has_cells = bool(self.state.cell_curves)
+        has_pre = self.state.has_pretrain
+        if not has_cells:
+            return True, False
+        if self.chart_view == "loss":
+            return True, False
+        if self.chart_view == "cells":
+            return False, True
+        if has_pre and self.size.width >= BOTH_CHARTS_FROM:
+            return True, True
+        picked = self.query_one("#cells", CellsTable).picked
+        cells = not has_pre or picked or (self.row is not None and self.row.stage == "finetune")
+        return not cells, cells
+
+    def render_cell_charts(self) -> None:
+        show_loss, show_cells = self.show_cell_charts()
+        self.query_one(LossChart).display = show_loss
+        self.query_one("#cell-charts").display = show_cells
+        cell = self.chart_cell()
+        events = self.state.cell_curves.get(cell, []) if cell else []
+        if show_cells:
+            for chart in self.query(CellChart):
+                chart.set_cell(cell, events)
+            self.query_one("#cell-loss").border_title = clean(cell or "no cell yet", single_line=True)
+        line = Text(no_wrap=True, overflow="ellipsis")
+        last = events[-1] if events else None
+        widget = self.query_one("#cell-line", Static)
+        # A class, not .display: the one-line strips are shown by the -narrow CSS only.
+        widget.set_class(last is None, "-empty")
+        if last is None:
+            return
+        line.append(" cell ", style="dim")
+        line.append(literal(cell))
+        line.append(f"  ep {last.get('epoch', '?')}")
+        for side in ("train", "val"):
+            loss, acc = last.get(f"{side}_loss"), last.get(f"{side}_accuracy")
+            line.append(f"  {side} ", style="dim")
+            line.append(f"{fmt_loss(loss)} {fmt_accuracy(acc)}")
+        vals = [float(e["val_accuracy"]) for e in events if isinstance(e.get("val_accuracy"), (int, float))]
+        line.append(" " + sparkline(vals, 8))
+        widget.update(line)
+
+    def on_resize(self) -> None:
+        self.render_cell_charts()
+
+    @on(DataTable.RowHighlighted, "#cells")
+    def cell_highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self.render_cell_charts()
+
     # ---------------------------------------------------------------- actions
+    def action_toggle_chart(self) -> None:
+        show_loss, show_cells = self.show_cell_charts()
+        if show_loss and show_cells:
+            self.chart_view = "loss" if self.chart_view != "loss" else "cells"
+        else:
+            self.chart_view = "cells" if show_loss else "loss"
+        if not self.state.cell_curves:
+            self.notify("no fine-tuning epochs yet: the loss chart stays", timeout=3)
+        self.render_cell_charts()
+
     def action_back(self) -> None:
         self.app.pop_screen()
 

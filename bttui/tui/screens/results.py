@@ -11,14 +11,46 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from bttui.render.confusion import confusion_table
-from bttui.tui.messages import SummaryLoaded
+from bttui.tui.messages import EmbeddingLoaded, SummaryLoaded
 from bttui.tui.sources import RunRow
 from bttui.tui.widgets.formatting import clean, fmt_accuracy, fmt_ci, fmt_fraction, literal, status_text
+from bttui.tui.widgets.embedding_plot import EmbeddingPlot
 from bttui.tui.widgets.heatmap import per_class_bars
+
+EMBEDDING_METHODS = ("tsne", "umap")
 
 
 def _init_label(init: str | None) -> str:
-    return {"barlow_twins": "BT", "imagenet": "ImageNet", "random": "random"}.get(init or "", init or "-")
+    """Short init name: ``barlow_twins:<run id>`` -> BT (the run is shown in the lineage line)."""
+    kind = (init or "").split(":", 1)[0]
+    return {"barlow_twins": "BT", "imagenet": "ImageNet", "random": "random", "run": "run",
+            "checkpoint": "ckpt"}.get(kind, init or "-")
+
+
+def lineage_text(result: dict) -> Text:
+    """Where the cell's backbone came from: run / checkpoint file / epoch (step), or n/a."""
+    lin = result.get("lineage") if isinstance(result.get("lineage"), dict) else {}
+    text = Text("lineage ", style="bold")
+    src = lin.get("backbone_from") or result.get("init")
+    text.append(literal(src or "n/a"))
+    ckpt = lin.get("checkpoint")
+    if isinstance(ckpt, str) and ckpt:
+        text.append("  checkpoint ", style="dim")
+        text.append(literal(ckpt.rsplit("/", 1)[-1]))
+    if lin.get("epoch") is not None:
+        text.append("  epoch ", style="dim")
+        text.append(literal(lin.get("epoch")))
+        if lin.get("step") is not None:
+            text.append(f" (step {clean(lin.get('step'))})", style="dim")
+    return text
+
+
+def embedding_methods(result: dict) -> list[str]:
+    """Methods the trainer says it wrote (``embeddings``), else every known one (absent files say n/a)."""
+    listed = result.get("embeddings")
+    if isinstance(listed, list) and listed:
+        return [str(m) for m in listed]
+    return list(EMBEDDING_METHODS)
 
 
 class ResultsScreen(Screen[None]):
@@ -27,10 +59,13 @@ class ResultsScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("m", "toggle_normalize", "Counts/%"),
+        Binding("e", "cycle_embedding", "t-SNE/UMAP"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "app.quit", "Quit"),
     ]
-    HELP = [("↑/↓", "pick a cell"), ("m", "confusion matrix: row % or counts"), ("esc", "back"),
+    HELP = [("↑/↓", "pick a cell"), ("m", "confusion matrix: row % or counts"),
+            ("e", "embedding scatter: t-SNE or UMAP (when the run wrote it)"),
+            ("tab", "focus the right panel; ↑/↓ scroll to the bars and the scatter"), ("esc", "back"),
             ("?", "this help"), ("q", "quit")]
 
     def __init__(self, run_id: str) -> None:
@@ -41,6 +76,9 @@ class ResultsScreen(Screen[None]):
         self.normalize = True
         self.current: dict | None = None
         self.loaded = False
+        self.current_index = -1
+        self.method = EMBEDDING_METHODS[0]
+        self.embedding: dict | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="results-header")
@@ -49,8 +87,10 @@ class ResultsScreen(Screen[None]):
             table.border_title = "Cells"
             yield table
             with VerticalScroll(id="results-side"):
+                yield Static(id="lineage")
                 yield Static(id="confusion")
                 yield Static(id="per-class")
+                yield EmbeddingPlot(id="embedding")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -121,7 +161,41 @@ class ResultsScreen(Screen[None]):
         if not 0 <= index < len(self.results):
             return
         self.current = self.results[index]
+        self.current_index = index
         self.render_confusion()
+        self.query_one("#lineage", Static).update(lineage_text(self.current))
+        methods = embedding_methods(self.current)
+        if self.method not in methods:
+            self.method = methods[0]
+        self.query_one(EmbeddingPlot).show(None, f"{self.method}: loading…")
+        self.load_embedding(index, self.current, self.method)
+
+    @work(thread=True, exclusive=True, group="embedding")
+    def load_embedding(self, index: int, result: dict, method: str) -> None:
+        """numpy reads the npz off the UI thread; the answer names its cell so a stale one is dropped."""
+        reader = getattr(self.app.source, "read_embedding", None)
+        data = reader(self.run_id, result, method) if reader is not None else None
+        self.post_message(EmbeddingLoaded(self.run_id, index, method, data))
+
+    def on_embedding_loaded(self, message: EmbeddingLoaded) -> None:
+        if self.current is None or self.current_index != message.index or message.method != self.method:
+            return
+        self.embedding = message.embedding
+        note = "" if message.embedding else f"{message.method}: n/a (not written for this cell)"
+        self.query_one(EmbeddingPlot).show(message.embedding, note)
+
+    def action_cycle_embedding(self) -> None:
+        if self.current is None:
+            return
+        methods = embedding_methods(self.current)
+        i = methods.index(self.method) if self.method in methods else -1
+        nxt = methods[(i + 1) % len(methods)]
+        if nxt == self.method:
+            self.notify(f"only {self.method} was written for this cell (finetune.embeddings)", timeout=3)
+            return
+        self.method = nxt
+        self.query_one(EmbeddingPlot).show(None, f"{self.method}: loading…")
+        self.load_embedding(self.current_index, self.current, self.method)
 
     def render_confusion(self) -> None:
         r = self.current

@@ -16,16 +16,21 @@ from bttui.tui.sources import RunRow
 from bttui.tui.widgets.footer import AdaptiveFooter
 from bttui.tui.widgets.formatting import clean, fmt_accuracy, fmt_duration, literal, short_time, status_text
 
-SORTS = ("newest", "name", "status", "best")
+SORTS = ("newest", "name", "status", "best", "progress", "oldest")
 # Most urgent first when sorting by status.
 STATUS_ORDER = {"running": 0, "crashed": 1, "failed": 2, "queued": 3, "stopped": 4, "completed": 5}
 # Fixed widths: columns never jump while data streams in; the name takes what is left.
 # "sel" marks multi-selected rows (space).
 COLUMNS = (("sel", "", 1), ("status", "Status", 11), ("name", "Name", 0), ("stage", "Stage", 8),
-           ("progress", "Progress", 10), ("best", "Best", 6), ("started", "Started", 8), ("duration", "Time", 7))
+           ("datasets", "Datasets", 16), ("progress", "Progress", 10), ("best", "Best", 6), ("gpu", "GPU", 5),
+           ("started", "Started", 8),
+           ("duration", "Time", 7))
 # Dropped below this many columns, so the name keeps room at 80x24.
-OPTIONAL_BELOW = {"started": 100}
+OPTIONAL_BELOW = {"started": 100, "gpu": 100, "datasets": 118}
 NAME_MIN, NAME_MAX = 12, 48
+# Above this many runs the filter waits for a pause in typing (each refilter redraws every matching row).
+DEBOUNCE_ABOVE = 300
+FILTER_DEBOUNCE_S = 0.15
 
 
 def progress_text(row: RunRow) -> str:
@@ -37,7 +42,26 @@ def progress_text(row: RunRow) -> str:
     return "-"
 
 
+def progress_fraction(row: RunRow) -> float:
+    """0-1 done (cells when the run has them, else epochs); -1 when unknown, so those sort last."""
+    if row.status == "completed":
+        return 1.0
+    if row.cells_total and (row.stage == "finetune" or row.stage is None):
+        return (row.cells_done or 0) / row.cells_total
+    if row.epoch is not None and row.epochs:
+        return row.epoch / row.epochs
+    return -1.0
+
+
+def datasets_text(row: RunRow) -> str:
+    return ",".join(row.datasets) if row.datasets else "-"
+
+
 def sort_rows(rows: list[RunRow], mode: str) -> list[RunRow]:
+    if mode == "oldest":
+        return sorted(rows, key=lambda r: (r.created or 0.0, r.id))
+    if mode == "progress":
+        return sorted(rows, key=lambda r: (-progress_fraction(r), -(r.created or 0.0), r.id))
     if mode == "name":
         return sorted(rows, key=lambda r: (r.name.lower(), r.id))
     if mode == "status":
@@ -65,12 +89,16 @@ class RunsScreen(Screen[None]):
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("q", "app.quit", "Quit"),
     ]
-    HELP = [("↑/↓ pgup/pgdn", "move"), ("enter", "open the run (live dashboard)"), ("/", "filter: words match name, id, status;\n   status:running dataset:crc sweep:sw-… match fields"),
-            ("esc", "clear the filter, then the selection"), ("s", "cycle sort: newest, name, status, best accuracy"),
+    HELP = [("↑/↓ pgup/pgdn", "move"), ("enter", "open the run (live dashboard)"), ("/", "filter: words match name, id or status"),
+            ("  status:run,queued", "only these statuses (also s:)"), ("  dataset:crc", "runs using a dataset (ds:)"),
+            ("  sweep:sw-…", "members of a sweep"), ("  stage:finetune", "current stage"),
+            ("  gpu:0", "runs on GPU 0 (gpu:cpu for CPU runs)"),
+            ("esc", "clear the filter, then the selection"), ("s", "cycle sort: " + ", ".join(SORTS)),
             ("space", "select / unselect (x r d c act on the selection)"),
             ("n", "new experiment (from the one selected run's config, if any)"),
             ("c", "compare the selected runs"), ("x", "stop (asks first)"), ("r", "resume a stopped/crashed run"),
             ("d", "delete (asks first)"), ("g", "GPUs and the queue"),
+            ("ctrl+p", "command palette: any key by name, open run <name>"),
             ("?", "this help"), ("q", "quit (background runs keep going)")]
 
     def __init__(self) -> None:
@@ -83,13 +111,17 @@ class RunsScreen(Screen[None]):
         self.loaded = False
         self.selected: set[str] = set()
         self.columns: tuple = COLUMNS
+        # What each shown row was drawn from; a refresh redraws only rows whose key changed.
+        self._drawn: dict[str, tuple] = {}
+        self._cell_cache: dict[str, tuple[tuple, list[Text]]] = {}
+        self._filter_timer = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="home-header")
         table: DataTable = DataTable(id="runs", cursor_type="row", zebra_stripes=False)
         table.border_title = "Runs"
         yield table
-        yield Input(placeholder="filter: name, id or status (enter keeps, esc clears)", id="filter")
+        yield Input(placeholder="filter: words or status: dataset: sweep: stage: gpu: (enter keeps, esc clears)", id="filter")
         yield AdaptiveFooter()
 
     def on_mount(self) -> None:
@@ -144,8 +176,10 @@ class RunsScreen(Screen[None]):
         values = {
             "sel": Text("✔" if row.id in self.selected else " ", style="bold"),
             "status": status_text(row.status), "name": literal(row.name), "stage": literal(row.stage or "-"),
+            "datasets": literal(datasets_text(row)),
             "progress": Text(progress_text(row), justify="right"),
             "best": Text(fmt_accuracy(row.best_accuracy), justify="right"),
+            "gpu": literal(row.gpu_text),
             "started": Text(short_time(start, clock, now)), "duration": Text(duration, justify="right"),
         }
         return [values[key] for key, _, _ in self.columns]
@@ -176,24 +210,47 @@ class RunsScreen(Screen[None]):
     def on_resize(self) -> None:
         columns = self.wanted_columns()
         if columns != self.columns or self.wanted_name_width(columns) != self.name_width:
+            self._cell_cache.clear()
             self.setup_columns()
             self.fill_table(force=True)
+
+    def draw_key(self, row: RunRow, now: float) -> tuple:
+        """Everything a row's cells depend on: the row, its mark, and the clock for running runs."""
+        ticking = row.status == "running" and not row.ended
+        return (row, row.id in self.selected, int(now) if ticking else None,
+                self.app.clock.localtime(now).tm_yday)
 
     def fill_table(self, force: bool = False) -> None:
         table = self.query_one("#runs", DataTable)
         keys = [r.id for r in self.shown]
-        current = [rk.value for rk in table.rows]
-        if keys == current and not force:
-            # Same rows in the same order: update changed cells only, so nothing jumps.
+        now = self.app.clock.now()
+        if not force and len(keys) == table.row_count and keys == list(self._drawn):
+            # Same rows in the same order: redraw only rows whose data changed, so nothing jumps
+            # and a store of thousands of idle runs costs one comparison per run.
             for r in self.shown:
+                key = self.draw_key(r, now)
+                if self._drawn.get(r.id) == key:
+                    continue
+                self._drawn[r.id] = key
                 for (col, _, _), value in zip(self.columns, self.cells_for(r)):
                     if table.get_cell(r.id, col) != value:
                         table.update_cell(r.id, col, value)
             return
         selected = self.selected_run_id()
         table.clear()
+        self._drawn = {}
+        cache = self._cell_cache
         for r in self.shown:
-            table.add_row(*self.cells_for(r), key=r.id)
+            key = self.draw_key(r, now)
+            hit = cache.get(r.id)
+            # Refiltering or resorting reuses the cells drawn before; only changed runs are re-rendered.
+            cells = hit[1] if hit is not None and hit[0] == key else self.cells_for(r)
+            cache[r.id] = (key, cells)
+            table.add_row(*cells, key=r.id)
+            self._drawn[r.id] = key
+        if len(cache) > len(self.all_rows) + 100:
+            live = {r.id for r in self.all_rows}
+            self._cell_cache = {k: v for k, v in cache.items() if k in live}
         if selected in keys:
             table.move_cursor(row=keys.index(selected), animate=False)
         if not self.shown:
@@ -234,11 +291,22 @@ class RunsScreen(Screen[None]):
     @on(Input.Changed, "#filter")
     def filter_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value
-        self.apply_view()
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+            self._filter_timer = None
+        if len(self.all_rows) > DEBOUNCE_ABOVE:
+            # Thousands of runs: refilter once typing pauses, not on every key.
+            self._filter_timer = self.set_timer(FILTER_DEBOUNCE_S, self.apply_view)
+        else:
+            self.apply_view()
 
     @on(Input.Submitted, "#filter")
     def filter_submitted(self, _event: Input.Submitted) -> None:
         box = self.query_one("#filter", Input)
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+            self._filter_timer = None
+            self.apply_view()
         if not box.value:
             box.display = False
         self.query_one("#runs", DataTable).focus()

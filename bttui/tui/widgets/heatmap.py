@@ -41,9 +41,11 @@ def xcorr_heatmap(matrix: Sequence[Sequence[float]] | None, max_size: int = 16) 
             colour = "dodger_blue2" if v >= 0 else "red3"
             text.append(ch * 2, style=colour)
         text.append("\n")
-    on = [m[i][i] for i in range(len(m))]
-    off = [abs(m[i][j]) for i in range(len(m)) for j in range(len(m)) if i != j]
-    text.append(f"diag {sum(on) / len(on):.2f}  |off| {sum(off) / max(1, len(off)):.2f}", style="dim")
+    # Statistics of the full matrix, not the block averages drawn (those mix off-diagonal terms into the diagonal).
+    n = len(matrix)
+    on = [float(matrix[i][i]) for i in range(n) if i < len(matrix[i])]
+    off = [abs(float(v)) for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j]
+    text.append(f"diag {sum(on) / max(1, len(on)):.2f}  |off| {sum(off) / max(1, len(off)):.2f}", style="dim")
     return text
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.reactive import reactive
-from textual_plotext import PlotextPlot
+
+from bttui.tui.widgets.plot import Chart
 
 # Plotting thousands of points per frame costs CPU for no visible gain at terminal resolution.
 MAX_POINTS = 300
@@ -16,7 +19,7 @@ def _thin(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
     return xs[::stride] + xs[-1:], ys[::stride] + ys[-1:]
 
 
-class LossChart(PlotextPlot):
+class LossChart(Chart):
     """Holds the series and redraws only when data or scale changed."""
 
     log_scale: reactive[bool] = reactive(False)
@@ -34,13 +37,7 @@ class LossChart(PlotextPlot):
     def watch_log_scale(self, _old: bool, _new: bool) -> None:
         self.replot()
 
-    def on_mount(self) -> None:
-        self.replot()
-
-    def replot(self) -> None:
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
+    def draw(self, plt: Any) -> str | None:
         plt.title("Loss (log)" if self.log_scale else "Loss")
         drawn = False
         for label, (xs, ys) in self.series.items():
@@ -50,9 +47,8 @@ class LossChart(PlotextPlot):
             px, py = _thin([p[0] for p in pts], [p[1] for p in pts])
             plt.plot(px, py, label=label, marker="braille")
             drawn = True
-        if drawn:
-            plt.yscale("log" if self.log_scale else "linear")
-            plt.xlabel(self.x_label)
-        else:
-            plt.title("Loss: n/a (no step events yet)")
-        self.refresh()
+        if not drawn:
+            return "Loss: n/a (no step events yet)"
+        plt.yscale("log" if self.log_scale else "linear")
+        plt.xlabel(self.x_label)
+        return None

@@ -1,0 +1,44 @@
+"""The t-SNE / UMAP scatter of a cell's test features, one marker character and colour per class."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bttui.render.format import clean
+from bttui.tui.widgets.plot import Chart
+
+# Class i is drawn with MARKERS[i] (the legend shows it), so classes stay apart without colour.
+MARKERS = "0123456789abcdefghijklmnopqrstuvwxyz"
+COLORS = ("red", "green", "blue", "orange", "magenta", "cyan", "yellow", "gray",
+          "red+", "green+", "blue+", "orange+", "magenta+", "cyan+")
+
+
+class EmbeddingPlot(Chart):
+    """Shows ``embedding`` ({"coords": [[x, y]...], "labels": [...], "class_names": [...], "method": str})."""
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.embedding: dict[str, Any] | None = None
+        self.note = "embedding: n/a"
+
+    def show(self, embedding: dict[str, Any] | None, note: str = "") -> None:
+        self.embedding = embedding
+        self.note = note
+        self.replot()
+
+    def draw(self, plt: Any) -> str | None:
+        emb = self.embedding
+        if not emb:
+            return clean(self.note or "embedding: n/a", single_line=True)
+        coords, labels, names = emb["coords"], emb["labels"], emb["class_names"]
+        for c, name in enumerate(names):
+            idx = [i for i, lab in enumerate(labels) if int(lab) == c]
+            if not idx:
+                continue
+            plt.scatter([float(coords[i][0]) for i in idx], [float(coords[i][1]) for i in idx],
+                        marker=MARKERS[c % len(MARKERS)], color=COLORS[c % len(COLORS)],
+                        label=clean(name, single_line=True)[:18])
+        plt.title(clean(f"{emb.get('method', '')} of test features  {self.note}".strip(), single_line=True))
+        plt.xticks([])
+        plt.yticks([])
+        return None
