@@ -1,7 +1,9 @@
-"""Shared pieces of the pretraining benchmarks: argument defaults per device, peak memory, the bttui step."""
+"""Shared pieces of the pretraining benchmarks: arguments and their defaults per device, peak memory, the bttui step
+and bttui's input pipeline in front of it."""
 
 from __future__ import annotations
 
+import argparse
 import platform
 import resource
 import time
@@ -31,6 +33,25 @@ def defaults(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         return {"size": 224, "batch": 256, "steps": 30, "warmup": 5, "precision": "bf16", "images": 4096}
     return {"size": 64, "batch": 32, "steps": 4, "warmup": 1, "precision": "fp32", "images": 512}
+
+
+def step_arguments(description: str, device: torch.device) -> argparse.ArgumentParser:
+    """The arguments every pretraining-step benchmark takes (size, batch, steps, warmup, precision, projector),
+    with ``defaults(device)``; a script adds its own before parsing."""
+    d = defaults(device)
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--size", type=int, default=d["size"])
+    ap.add_argument("--batch", type=int, default=d["batch"])
+    ap.add_argument("--steps", type=int, default=d["steps"])
+    ap.add_argument("--warmup", type=int, default=d["warmup"])
+    ap.add_argument("--precision", default=d["precision"], choices=("bf16", "fp16", "fp32"))
+    ap.add_argument("--projector", default="2048,2048,2048")
+    return ap
+
+
+def projector_widths(text: str) -> list[int]:
+    """``--projector 2048,2048,2048`` as layer widths."""
+    return [int(v) for v in text.split(",")]
 
 
 def synthetic_uint8(n: int, channels: int, size: int, seed: int = 0) -> np.ndarray:
@@ -76,6 +97,32 @@ class BttuiStep:
         self.scaler.step(self.opt)
         self.scaler.update()
         return value
+
+
+class BttuiPipeline:
+    """bttui's path from a uint8 cache to a step: batch gather (``Batcher``), per-sample two-view augmentation on the
+    device (``TwoViewAugment``), then ``BttuiStep``. ``pipeline(i)`` runs one end-to-end step on a random batch."""
+
+    def __init__(self, images: np.ndarray, device: torch.device, batch: int, views: str, size: int,
+                 mean: list[float], std: list[float], precision: str, projector: list[int]) -> None:
+        from bttui.train.augment import TwoViewAugment
+        from bttui.train.pretrain import Batcher, _make_cache
+
+        self.batch = batch
+        self.cache = _make_cache(images, device)
+        self.batcher = Batcher(self.cache, device, batch)
+        self.augment = TwoViewAugment(views, size, mean, std)
+        self.gen = torch.Generator().manual_seed(0)
+        self.step = BttuiStep(device, precision, projector)
+
+    def views(self, idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two augmented views of the images at ``idx`` (default: a random batch from the cache)."""
+        if idx is None:
+            idx = torch.randperm(self.cache.shape[0], generator=self.gen)[: self.batch]
+        return self.augment(self.batcher(idx), self.gen)
+
+    def __call__(self, i: int) -> None:
+        self.step(*self.views())
 
 
 def sync(device: torch.device) -> None:

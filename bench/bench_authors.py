@@ -13,7 +13,6 @@ measures the data path and the loop, not a model difference. Needs the ``bench``
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -23,7 +22,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BttuiStep, defaults, machine, peak_memory_mb, synthetic_uint8, sync, timed  # noqa: E402
+from _common import (  # noqa: E402
+    BttuiPipeline,
+    machine,
+    peak_memory_mb,
+    projector_widths,
+    step_arguments,
+    synthetic_uint8,
+    sync,
+    timed,
+)
 
 
 def authors_images_per_s(images, size: int, batch: int, steps: int, warmup: int, precision: str,
@@ -93,33 +101,14 @@ def authors_images_per_s(images, size: int, batch: int, steps: int, warmup: int,
 
 def main(argv: list[str] | None = None) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    d = defaults(device)
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=d["size"])
-    ap.add_argument("--batch", type=int, default=d["batch"])
-    ap.add_argument("--steps", type=int, default=d["steps"])
-    ap.add_argument("--warmup", type=int, default=d["warmup"])
-    ap.add_argument("--precision", default=d["precision"], choices=("bf16", "fp16", "fp32"))
-    ap.add_argument("--projector", default="2048,2048,2048")
+    ap = step_arguments(__doc__.splitlines()[0], device)
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers (authors)")
     args = ap.parse_args(argv)
-    projector = [int(v) for v in args.projector.split(",")]
+    projector = projector_widths(args.projector)
     n = args.batch * (args.steps + args.warmup + 1)
     images = synthetic_uint8(n, 1, args.size)
-
-    from bttui.train.augment import TwoViewAugment
-    from bttui.train.pretrain import Batcher, _make_cache
-
-    cache = _make_cache(images, device)
-    batcher = Batcher(cache, device, args.batch)
-    augment = TwoViewAugment("simclr", args.size, [0.5], [0.25])  # the authors' symmetric views
-    gen = torch.Generator().manual_seed(0)
-    step = BttuiStep(device, args.precision, projector)
-
-    def bttui_step(i: int) -> None:
-        idx = torch.randperm(cache.shape[0], generator=gen)[: args.batch]
-        v1, v2 = augment(batcher(idx), gen)
-        step(v1, v2)
+    bttui_step = BttuiPipeline(images, device, args.batch, "simclr", args.size, [0.5], [0.25],  # the authors' views
+                               args.precision, projector)
 
     bttui_ips = args.batch / timed(bttui_step, args.steps, args.warmup, device)
     mem_bttui = peak_memory_mb(device)

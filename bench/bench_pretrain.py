@@ -11,7 +11,6 @@ Prints images/s (one image = one pair of views), the ratio and peak memory.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,54 +18,44 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BttuiStep, defaults, machine, peak_memory_mb, synthetic_uint8, timed  # noqa: E402
+from _common import (  # noqa: E402
+    BttuiPipeline,
+    defaults,
+    machine,
+    peak_memory_mb,
+    projector_widths,
+    step_arguments,
+    synthetic_uint8,
+    timed,
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    d = defaults(device)
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=d["size"])
-    ap.add_argument("--batch", type=int, default=d["batch"])
-    ap.add_argument("--steps", type=int, default=d["steps"])
-    ap.add_argument("--warmup", type=int, default=d["warmup"])
-    ap.add_argument("--precision", default=d["precision"], choices=("bf16", "fp16", "fp32"))
+    ap = step_arguments(__doc__.splitlines()[0], device)
     ap.add_argument("--channels", type=int, default=1, help="1 (CT organs) or 3 (histology)")
-    ap.add_argument("--projector", default="2048,2048,2048")
-    ap.add_argument("--images", type=int, default=d["images"], help="images in the uint8 cache")
+    ap.add_argument("--images", type=int, default=defaults(device)["images"], help="images in the uint8 cache")
     args = ap.parse_args(argv)
 
-    from bttui.train.augment import TwoViewAugment
-    from bttui.train.pretrain import Batcher, _make_cache
-
-    projector = [int(v) for v in args.projector.split(",")]
+    projector = projector_widths(args.projector)
     images = synthetic_uint8(max(args.images, args.batch), args.channels, args.size)
     mean, std = [0.5] * args.channels, [0.25] * args.channels
-    cache = _make_cache(images, device)
-    batcher = Batcher(cache, device, args.batch)
-    augment = TwoViewAugment("barlow_twins", args.size, mean, std)
-    gen = torch.Generator().manual_seed(0)
-    step = BttuiStep(device, args.precision, projector)
-    n = cache.shape[0]
-
-    def end_to_end(i: int) -> None:
-        idx = torch.randperm(n, generator=gen)[: args.batch]
-        v1, v2 = augment(batcher(idx), gen)
-        step(v1, v2)
+    pipeline = BttuiPipeline(images, device, args.batch, "barlow_twins", args.size, mean, std, args.precision,
+                             projector)
+    step, cache = pipeline.step, pipeline.cache
 
     with torch.no_grad():
-        s1, s2 = augment(batcher(torch.arange(args.batch)), gen)
+        s1, s2 = pipeline.views(torch.arange(args.batch))
     staged1, staged2 = s1.clone(), s2.clone()
 
     def model_only(i: int) -> None:
         step(staged1, staged2)
 
     def augment_only(i: int) -> None:
-        idx = torch.randperm(n, generator=gen)[: args.batch]
-        augment(batcher(idx), gen)
+        pipeline.views()
 
     t_model = timed(model_only, args.steps, args.warmup, device)
-    t_e2e = timed(end_to_end, args.steps, args.warmup, device)
+    t_e2e = timed(pipeline, args.steps, args.warmup, device)
     t_aug = timed(augment_only, args.steps, args.warmup, device)
     out = {
         "machine": machine(), "device": str(device), "size": args.size, "batch": args.batch, "steps": args.steps,

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from bttui.cli import app, main
 from bttui.errors import BttuiError
@@ -35,15 +34,6 @@ strategy = ["linear"]
 label_fractions = [0.5, 1.0]
 epochs = 2
 """
-
-
-@pytest.fixture()
-def runner(monkeypatch, tmp_path):
-    # Isolate from the developer's machine settings and store.
-    monkeypatch.setenv("BTTUI_CONFIG", str(tmp_path / "no-settings.toml"))
-    monkeypatch.delenv("BTTUI_STORE", raising=False)
-    monkeypatch.setenv("COLUMNS", "120")
-    return CliRunner()
 
 
 @pytest.fixture()
@@ -259,7 +249,6 @@ def test_bad_config_exits_2_without_traceback(runner, config_file, tmp_path):
 
 
 def test_main_turns_errors_into_one_paragraph(monkeypatch, capsys, tmp_path):
-    monkeypatch.setenv("BTTUI_CONFIG", str(tmp_path / "none.toml"))
     with pytest.raises(SystemExit) as exc:
         main(["config", "show", str(tmp_path / "[bold]missing[/bold].toml")])
     assert exc.value.code == 2
@@ -415,7 +404,7 @@ def test_run_end_to_end_with_the_real_trainer(tmp_path):
     """`bttui run` in a subprocess on tiny synthetic data: progress lines, results, exit 0, then `show --json`."""
     import subprocess
 
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "BTTUI_CONFIG": str(tmp_path / "none.toml"), "COLUMNS": "100"}
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "COLUMNS": "100"}
     env.pop("BTTUI_STORE", None)
     bttui = [sys.executable, "-m", "bttui"]
     data = tmp_path / "data"

@@ -7,7 +7,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from bttui.cli import app
 from bttui.paper import PAPER, paper_table, protocol_differences
@@ -121,11 +120,9 @@ def make_run(store: Path, run_id: str, results: list, *, sweep_id=None, split_po
 
 
 @pytest.fixture()
-def runner(monkeypatch, tmp_path):
-    monkeypatch.setenv("BTTUI_CONFIG", str(tmp_path / "no-settings.toml"))
-    monkeypatch.delenv("BTTUI_STORE", raising=False)
-    monkeypatch.setenv("COLUMNS", "140")
-    return CliRunner()
+def cli_columns() -> str:
+    """conftest's ``runner`` renders `bttui compare` at 140 columns in this module."""
+    return "140"
 
 
 def test_compare_paper_prints_the_papers_numbers_beside_the_runs(runner, tmp_path):

@@ -25,7 +25,6 @@ def root(tmp_path_factory):
 
 @pytest.fixture()
 def runner(monkeypatch, tmp_path):
-    monkeypatch.setenv("BTTUI_CONFIG", str(tmp_path / "no-settings.toml"))
     monkeypatch.setenv("COLUMNS", "100")
     return CliRunner()
 

@@ -186,7 +186,6 @@ def test_batch_must_split_evenly_over_ranks():
 def test_config_rejects_a_batch_not_divisible_by_the_devices(tmp_path, monkeypatch):
     from bttui.config import ConfigError, loads_config
 
-    monkeypatch.setenv("BTTUI_CONFIG", str(tmp_path / "none.toml"))
     text = "[pretrain]\nbatch_size = 10\n[resources]\ndevices = 2\nnodes = 2\n"
     with pytest.raises(ConfigError, match=r"exp.toml:2: pretrain.batch_size = 10 is not divisible .*\(4 = resources"):
         loads_config(text, "exp.toml", check_paths=False)
@@ -245,13 +244,12 @@ def test_torchrun_two_cpu_ranks_pretrain_then_rank0_finetunes(tmp_path, monkeypa
     from bttui.runs.events import read_events
     from bttui.runs.store import Store
 
-    monkeypatch.setenv("BTTUI_CONFIG", str(tmp_path / "none.toml"))
     root = tmp_path / "data"
     synthesize(root, datasets=["organs_sagittal"], per_class=4, image_size=32)
     cfg_file = tmp_path / "exp.toml"
     cfg_file.write_text(SMOKE.format(root=root))
     run_dir = Store(tmp_path / "store").create_run(load_config(cfg_file), config_path=cfg_file).dir
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "BTTUI_CONFIG": str(tmp_path / "none.toml")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                            "-m", "bttui.train", str(run_dir)], capture_output=True, text=True, env=env, timeout=300)

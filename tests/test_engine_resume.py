@@ -26,7 +26,6 @@ from bttui.train.pretrain import (
 
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch, tmp_path):
-    monkeypatch.setenv("BTTUI_CONFIG", str(tmp_path / "no-settings.toml"))
     monkeypatch.setenv("HOME", str(tmp_path))
 
 

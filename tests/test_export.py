@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from bttui.cli import app
 from test_compare import item, make_run
@@ -36,14 +35,6 @@ def read_png(path: Path) -> np.ndarray:
     raw = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(h, 1 + 3 * w)
     assert (raw[:, 0] == 0).all()
     return raw[:, 1:].reshape(h, w, 3)
-
-
-@pytest.fixture()
-def runner(monkeypatch, tmp_path):
-    monkeypatch.setenv("BTTUI_CONFIG", str(tmp_path / "no-settings.toml"))
-    monkeypatch.delenv("BTTUI_STORE", raising=False)
-    monkeypatch.setenv("COLUMNS", "120")
-    return CliRunner()
 
 
 @pytest.fixture()

@@ -14,7 +14,6 @@ from bttui.runs.store import Store
 
 @pytest.fixture()
 def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("BTTUI_CONFIG", str(tmp_path / "none.toml"))
     monkeypatch.setenv("BTTUI_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("COLUMNS", "120")
     return Store(tmp_path / "store")

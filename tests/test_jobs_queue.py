@@ -34,7 +34,6 @@ def gpus(*free_gib: float, total: float = 80.0, procs=None) -> FakeGpuSampler:
 
 @pytest.fixture()
 def settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("BTTUI_CONFIG", str(tmp_path / "none.toml"))
     return MachineSettings(reservations_dir=str(tmp_path / "res"), max_runs_per_gpu=1, max_cpu_runs=1)
 
 

@@ -218,7 +218,7 @@ def attach(store: Any, record: Any, out: Any, *, poll_s: float = POLL_S, sleep: 
     """Replay the run's recent progress, then follow it until it ends (results, exit code) or Ctrl-C (0)."""
     from rich.text import Text
 
-    from bttui.cli.run_cmd import _Tail, finish
+    from bttui.cli.run_cmd import _Tail, finish, pump_events, start_live
     from bttui.render.progress import ProgressState
     from bttui.runs.status import FINAL_STATUSES
     from bttui.runs.store import load_record
@@ -232,21 +232,11 @@ def attach(store: Any, record: Any, out: Any, *, poll_s: float = POLL_S, sleep: 
     for line in history[-ATTACH_HISTORY_LINES:]:
         out.print(Text(line), soft_wrap=True)
     out.print(Text.assemble(("attached to ", "dim"), (record.id, "bold"), ("; Ctrl-C leaves it running", "dim")))
-    live = None
-    if out.is_terminal:
-        from rich.live import Live
-
-        live = Live(state.renderable(), console=out, refresh_per_second=4, transient=True)
-        live.start()
+    live = start_live(state, out)
     try:
         while True:
             current = load_record(record.paths.dir)
-            for event in tail.read():
-                for line in state.feed(event):
-                    out.print(Text(line), soft_wrap=True)
-            state.update_status(tail.status())
-            if live is not None:
-                live.update(state.renderable())
+            pump_events(tail, state, out, live)
             if current is None:
                 raise BttuiError(f"Run {record.id} was deleted while attached.")
             if current.status in FINAL_STATUSES:

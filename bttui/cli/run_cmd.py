@@ -171,29 +171,15 @@ def follow(paths: Any, proc: Any, out: Any, *, config: dict | None = None, poll_
 
     state = ProgressState(config)
     tail = _Tail(paths)
-    live = None
-    if out.is_terminal:
-        from rich.live import Live
-
-        live = Live(state.renderable(), console=out, refresh_per_second=4, transient=True)
-        live.start()
+    live = start_live(state, out)
     interrupts = 0
-
-    def pump() -> None:
-        for event in tail.read():
-            for line in state.feed(event):
-                out.print(Text(line), soft_wrap=True)
-        state.update_status(tail.status())
-        if live is not None:
-            live.update(state.renderable())
-
     try:
         while True:
             try:
-                pump()
+                pump_events(tail, state, out, live)
                 if proc.poll() is not None:
                     # The trainer is gone: take what it wrote last, then stop.
-                    pump()
+                    pump_events(tail, state, out, live)
                     break
                 sleep(poll_s)
             except KeyboardInterrupt:
@@ -218,6 +204,29 @@ def follow(paths: Any, proc: Any, out: Any, *, config: dict | None = None, poll_
         if live is not None:
             live.stop()
     return None
+
+
+def start_live(state: Any, out: Any) -> Any:
+    """On a terminal, a started ``rich.live.Live`` showing ``state``'s status line below the scrolling lines; else None."""
+    if not out.is_terminal:
+        return None
+    from rich.live import Live
+
+    live = Live(state.renderable(), console=out, refresh_per_second=4, transient=True)
+    live.start()
+    return live
+
+
+def pump_events(tail: _Tail, state: Any, out: Any, live: Any) -> None:
+    """Feed the events written since the last call to ``state``, print the lines they deserve, refresh ``live``."""
+    from rich.text import Text
+
+    for event in tail.read():
+        for line in state.feed(event):
+            out.print(Text(line), soft_wrap=True)
+    state.update_status(tail.status())
+    if live is not None:
+        live.update(state.renderable())
 
 
 def _signal(proc: Any, sig: int) -> None:

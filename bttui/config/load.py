@@ -24,6 +24,7 @@ from bttui.config.init_spec import (
 from bttui.config.presets import PRESETS
 from bttui.config.schema import OPTIONAL_SECTIONS, SECTIONS, ExperimentConfig
 from bttui.errors import BttuiError
+from bttui.render.format import inline_value
 
 if TYPE_CHECKING:
     from bttui.config.settings import MachineSettings
@@ -331,30 +332,20 @@ def _projector_rule(value: list, where: str | None) -> list:
     return value
 
 
-def _init_rule(value: list, where: str | None) -> list:
-    if not value:
-        _fail(where, f"finetune.init must list at least one init: {INIT_GRAMMAR}")
-    out = []
-    for item in value:
-        try:
-            out.append(str(parse_init(item)))
-        except InitSpecError as err:
-            _fail(where, f"finetune.init: {err}")
-    _no_repeats("finetune.init", out, where)
-    return out
-
-
-def _strategy_rule(value: list, where: str | None) -> list:
-    if not value:
-        _fail(where, "finetune.strategy must list at least one strategy: linear | full | surgical:<layers>")
-    out = []
-    for item in value:
-        try:
-            out.append(str(parse_strategy(item)))
-        except InitSpecError as err:
-            _fail(where, f"finetune.strategy: {err}")
-    _no_repeats("finetune.strategy", out, where)
-    return out
+def _spec_list_rule(key: str, noun: str, parse: Callable[[str], Any], grammar: str) -> Callable[[list, str | None], list]:
+    """A non-empty list of init or strategy specs, each written back in its canonical form, without repeats."""
+    def rule(value: list, where: str | None) -> list:
+        if not value:
+            _fail(where, f"{key} must list at least one {noun}: {grammar}")
+        out = []
+        for item in value:
+            try:
+                out.append(str(parse(item)))
+            except InitSpecError as err:
+                _fail(where, f"{key}: {err}")
+        _no_repeats(key, out, where)
+        return out
+    return rule
 
 
 def _fractions_rule(value: list, where: str | None) -> list:
@@ -394,8 +385,9 @@ RULES: dict[str, Callable[[Any, str | None], Any]] = {
     "pretrain.projector": _projector_rule,
     "finetune.datasets": _datasets_rule("finetune.datasets"),
     "finetune.task": _non_empty_text("finetune.task"),
-    "finetune.init": _init_rule,
-    "finetune.strategy": _strategy_rule,
+    "finetune.init": _spec_list_rule("finetune.init", "init", parse_init, INIT_GRAMMAR),
+    "finetune.strategy": _spec_list_rule("finetune.strategy", "strategy", parse_strategy,
+                                         "linear | full | surgical:<layers>"),
     "finetune.label_fractions": _fractions_rule,
     "finetune.seeds": _seeds_rule,
     "finetune.probe_layers": _choice_list_rule("finetune.probe_layers", PROBE_LAYERS),
@@ -813,10 +805,7 @@ def toml_string(text: str) -> str:
     return "".join(out)
 
 
-def toml_value(value: Any) -> str:
-    """One value in TOML syntax (strings, booleans, numbers, lists and inline tables of them)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
+def _toml_scalar(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
@@ -827,11 +816,12 @@ def toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return toml_string(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{toml_string(str(key))} = {toml_value(item)}" for key, item in value.items()) + "}"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def toml_value(value: Any) -> str:
+    """One value in TOML syntax (strings, booleans, numbers, lists and inline tables of them)."""
+    return inline_value(value, _toml_scalar, lambda key: toml_string(str(key)))
 
 
 def config_to_toml(cfg: ExperimentConfig) -> str:

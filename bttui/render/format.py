@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 # C0 controls except tab and newline, DEL and the C1 block: a run name or class
 # name carrying them could move the cursor or recolour the terminal (ESC = 0x1b).
@@ -175,18 +175,31 @@ def fmt_time(value: Any) -> str:
     return dt.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-def fmt_value(value: Any) -> str:
-    """A config value as TOML-like text: strings quoted, lists bracketed, booleans lower case, None as ``-``."""
-    if value is None:
-        return "-"
+def inline_value(value: Any, scalar: Callable[[Any], str], key: Callable[[Any], str]) -> str:
+    """``value`` in TOML's inline syntax: booleans lower case, lists ``[a, b]``, tables ``{k = v}``, nested.
+
+    ``scalar`` writes every other value (strings, numbers, None) and ``key`` a table's keys: ``fmt_value``
+    makes them safe to show, ``bttui.config.load.toml_value`` valid TOML.
+    """
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(inline_value(item, scalar, key) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key(k)} = {inline_value(item, scalar, key)}" for k, item in value.items()) + "}"
+    return scalar(value)
+
+
+def _shown_scalar(value: Any) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, str):
         return '"' + clean(value, single_line=True).replace('"', '\\"') + '"'
     if isinstance(value, float):
         return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(fmt_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{clean(k)} = {fmt_value(v)}" for k, v in value.items()) + "}"
     return clean(value, single_line=True)
+
+
+def fmt_value(value: Any) -> str:
+    """A config value as TOML-like text: strings quoted, lists bracketed, booleans lower case, None as ``-``."""
+    return inline_value(value, _shown_scalar, clean)

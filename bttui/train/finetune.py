@@ -287,6 +287,39 @@ def _evaluate_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float,
     return loss, acc
 
 
+class _BestEpoch:
+    """Model selection on validation accuracy with early stopping after ``patience`` epochs without a gain.
+
+    Keeps the best epoch's weights of ``module`` (``snapshot()`` copies them); without a validation
+    split every epoch counts as the best, so the last one is kept.
+    """
+
+    def __init__(self, module: nn.Module, has_val: bool, patience: int | None,
+                 snapshot: Callable[[], dict[str, torch.Tensor]] | None = None) -> None:
+        self.module, self.has_val, self.patience = module, has_val, patience
+        self.snapshot = snapshot or (lambda: copy.deepcopy(module.state_dict()))
+        self.state, self.accuracy, self.epoch, self.since = copy.deepcopy(module.state_dict()), -1.0, None, 0
+
+    def update(self, epoch: int, stats: dict[str, float]) -> None:
+        if not self.has_val or stats["val_accuracy"] > self.accuracy:
+            self.accuracy = stats.get("val_accuracy", -1.0)
+            self.state, self.epoch, self.since = self.snapshot(), epoch, 0
+        else:
+            self.since += 1
+
+    @property
+    def val_accuracy(self) -> float | None:
+        """The best validation accuracy so far (-1.0 before the first epoch); None without a validation split."""
+        return self.accuracy if self.has_val else None
+
+    @property
+    def patience_spent(self) -> bool:
+        return bool(self.patience) and self.since >= self.patience
+
+    def restore(self) -> None:
+        self.module.load_state_dict(self.state)
+
+
 def _fit_readout_sgd(train_f: torch.Tensor, train_y: torch.Tensor, val_f: torch.Tensor | None, val_y: torch.Tensor | None,
                      n_classes: int, ft: Any, seed: int, on_epoch: Callable[..., None],
                      should_stop: Callable[[], bool]) -> tuple[Readout, int | None, float | None]:
@@ -295,7 +328,7 @@ def _fit_readout_sgd(train_f: torch.Tensor, train_y: torch.Tensor, val_f: torch.
     readout = Readout(train_f.shape[1], n_classes)
     opt = torch.optim.Adam(readout.parameters(), lr=ft.lr, weight_decay=ft.weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    best_state, best_acc, best_epoch, since = copy.deepcopy(readout.state_dict()), -1.0, None, 0
+    best = _BestEpoch(readout, val_f is not None, ft.patience)
     for epoch in range(1, ft.epochs + 1):
         if should_stop():
             raise CellStopped()
@@ -315,17 +348,12 @@ def _fit_readout_sgd(train_f: torch.Tensor, train_y: torch.Tensor, val_f: torch.
         if val_f is not None:
             with torch.no_grad():
                 stats["val_loss"], stats["val_accuracy"] = _evaluate_logits(readout(val_f), val_y)
-        improved = val_f is None or stats["val_accuracy"] > best_acc
-        if improved:
-            best_acc = stats.get("val_accuracy", -1.0)
-            best_state, best_epoch, since = copy.deepcopy(readout.state_dict()), epoch, 0
-        else:
-            since += 1
-        on_epoch(epoch, stats, best_acc if val_f is not None else None)
-        if ft.patience and since >= ft.patience:
+        best.update(epoch, stats)
+        on_epoch(epoch, stats, best.val_accuracy)
+        if best.patience_spent:
             break
-    readout.load_state_dict(best_state)
-    return readout, best_epoch, (best_acc if val_f is not None else None)
+    best.restore()
+    return readout, best.epoch, best.val_accuracy
 
 
 def _fit_readout_lbfgs(train_f: torch.Tensor, train_y: torch.Tensor, val_f: torch.Tensor | None, val_y: torch.Tensor | None,
@@ -575,7 +603,8 @@ def run_cell(cfg: Any, cell: Any, data: Any, *, device: torch.device, run_dir: s
         opt = torch.optim.Adam(params, lr=ft.lr, weight_decay=ft.weight_decay)
         augment = LightAugment(cfg.data.image_size, mean, std)
         gen = torch.Generator().manual_seed(cell.seed)
-        best_state, val_acc, best_epoch, since = copy.deepcopy(model.state_dict()), -1.0, None, 0
+        best = _BestEpoch(model, x_va is not None, ft.patience,
+                          lambda: {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
         for epoch in range(1, ft.epochs + 1):
             if should_stop():
                 raise CellStopped()
@@ -604,18 +633,12 @@ def run_cell(cfg: Any, cell: Any, data: Any, *, device: torch.device, run_dir: s
             if not math.isfinite(stats["train_loss"]):
                 raise BttuiError(f"cell {cell.id}: the training loss became NaN at epoch {epoch}; "
                                  f"try a lower finetune.lr (currently {ft.lr:g}).")
-            if x_va is None or stats["val_accuracy"] > val_acc:
-                val_acc = stats.get("val_accuracy", -1.0)
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                best_epoch, since = epoch, 0
-            else:
-                since += 1
-            on_epoch(epoch, stats, val_acc if x_va is not None else None)
-            if ft.patience and since >= ft.patience:
+            best.update(epoch, stats)
+            on_epoch(epoch, stats, best.val_accuracy)
+            if best.patience_spent:
                 break
-        model.load_state_dict(best_state)
-        if x_va is None:
-            val_acc = None
+        best.restore()
+        best_epoch, val_acc = best.epoch, best.val_accuracy
 
     # ---- test, once, with the selected state
     logits_te, feats_te = _predict(model, x_te, mean, std, device, batch, amp_dtype)

@@ -3,7 +3,6 @@ and the trainer's loader. Always a clear one-paragraph error with exit 2, never 
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import faultkit
+from bttui.config.load import toml_string, toml_value
 from faultkit import FIGURES
 
 FUZZ = settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -33,40 +33,11 @@ def _schema_keys() -> list[str]:
 SCHEMA_KEYS = _schema_keys()
 
 # ----------------------------------------------------------------- TOML writing (for generated documents)
-
-
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        out = ['"']
-        for ch in value:
-            code = ord(ch)
-            if ch in '"\\':
-                out.append("\\" + ch)
-            elif code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF:
-                out.append(f"\\u{code:04x}")  # a lone surrogate escaped this way is itself invalid TOML: fine
-            else:
-                out.append(ch)
-        out.append('"')
-        return "".join(out)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(type(value))
+# Values and quoted keys are written by the library's own TOML writer (the one behind config_to_toml).
 
 
 def toml_key(key: str) -> str:
-    return key if key and all(c.isalnum() or c in "_-" for c in key) and key.isascii() else toml_value(key)
+    return key if key and all(c.isalnum() or c in "_-" for c in key) and key.isascii() else toml_string(key)
 
 
 def toml_document(pairs: dict) -> str:
