@@ -125,3 +125,9 @@ def test_new_experiment_invalid(snap_compare, form_app):
         await pilot.pause()
 
     assert snap_compare(form_app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_runs_screen_light(snap_compare, app):
+    """The light theme (for light terminals): the same screen, readable on a white background."""
+    app.start_theme = "textual-light"
+    assert snap_compare(app, terminal_size=(80, 24), run_before=steps())

@@ -143,3 +143,51 @@ def test_bttui_in_tmux(live_store, tmp_path, size):
         assert json.loads((root / LIVE / "status.json").read_text())["status"] == "running"
     finally:
         tmux.kill()
+
+
+def _backgrounds(ansi: str) -> list[float]:
+    """Luminance (0 dark .. 1 light) of every background colour set in a `capture-pane -e` dump."""
+    import re
+
+    lum = []
+    for m in re.finditer(r"\x1b\[([0-9;]*)m", ansi):
+        codes = [int(c) if c else 0 for c in m.group(1).split(";")]
+        i = 0
+        while i < len(codes):
+            if codes[i] == 48 and i + 4 < len(codes) and codes[i + 1] == 2:
+                r, g, b = codes[i + 2:i + 5]
+                lum.append((0.2126 * r + 0.7152 * g + 0.0722 * b) / 255)
+                i += 5
+            elif codes[i] == 48 and i + 2 < len(codes) and codes[i + 1] == 5:
+                n = codes[i + 2]
+                if 16 <= n <= 231:
+                    n -= 16
+                    r, g, b = (0 if v == 0 else 55 + 40 * v for v in (n // 36, n // 6 % 6, n % 6))
+                    lum.append((0.2126 * r + 0.7152 * g + 0.0722 * b) / 255)
+                elif n >= 232:
+                    lum.append((8 + 10 * (n - 232)) / 255)
+                i += 3
+            else:
+                i += 1
+    return lum
+
+
+@pytest.mark.parametrize("colorfgbg, light", [("0;15", True), ("15;0", False)], ids=["light-terminal", "dark-terminal"])
+def test_theme_follows_the_terminal_background(tmp_path, monkeypatch, colorfgbg, light):
+    """`bttui` picks its light theme on a terminal that says its background is light ($COLORFGBG)."""
+    root = write_sample_store(tmp_path / "runs")
+    monkeypatch.setenv("COLORFGBG", colorfgbg)
+    monkeypatch.delenv("BTTUI_THEME", raising=False)
+    argv = " ".join(f"'{a}'" for a in [*bttui_command(), "--store", str(root)])
+    tmux = Tmux(f"bttui-theme-{os.getpid()}-{int(light)}", 80, 24, f"sh -c \"{argv}; sleep 60\"")
+    try:
+        tmux.wait_for("organs-xdomain", "bttui  5 runs")
+        dump = subprocess.run(tmux.base + ["capture-pane", "-p", "-e", "-t", "t"], check=True,
+                              capture_output=True, text=True).stdout
+        lum = _backgrounds(dump)
+        assert lum, "no background colours in the pane"
+        median = sorted(lum)[len(lum) // 2]
+        assert (median > 0.6) if light else (median < 0.3), f"median background luminance {median:.2f}"
+        tmux.send("q")
+    finally:
+        tmux.kill()

@@ -161,6 +161,15 @@ def _version(value: bool) -> None:
 # ----------------------------------------------------------------- root
 
 
+def _theme_choice(value: str) -> str:
+    from bttui.tui import THEME_CHOICES  # stdlib-only module: textual is imported by run_app
+
+    if value.strip().lower() not in THEME_CHOICES:
+        raise typer.BadParameter(f"{value!r} is not a theme; valid: {', '.join(THEME_CHOICES)} "
+                                 "(more themes: ctrl+p, 'Change theme', inside the TUI).")
+    return value.strip().lower()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
@@ -168,12 +177,16 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    theme: Annotated[
+        str, typer.Option("--theme", metavar="auto|dark|light", callback=_theme_choice,
+                          help="TUI colours: auto follows $BTTUI_THEME, then the terminal's $COLORFGBG (default).")
+    ] = "auto",
 ) -> None:
     """Run and study Barlow Twins pretraining and fine-tuning on medical images.
 
-    Without a command, lists the runs in the store.
+    Without a command: the TUI in a terminal, the run list when piped.
     """
-    ctx.obj = {"store": store}
+    ctx.obj = {"store": store, "theme": theme}
     if ctx.invoked_subcommand is None:
         _no_command(ctx)
 
@@ -186,7 +199,7 @@ def _no_command(ctx: typer.Context) -> None:
         from bttui.runs.store import resolve_store_root
         from bttui.tui import run_app
 
-        run_app(resolve_store_root(_store_value(ctx, None)))
+        run_app(resolve_store_root(_store_value(ctx, None)), theme=ctx.obj.get("theme"))
         return
     _list_runs(ctx, None, as_json=False, show_all=False, statuses=None)
 

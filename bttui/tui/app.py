@@ -40,8 +40,10 @@ class BttuiApp(App[None]):
     def __init__(self, source: RunSource, clock: Clock | None = None, gpus: GpuSamplerProtocol | None = None,
                  *, controls: Any = None, refresh_interval: float = 2.0, follow_interval: float = 1.0,
                  experiments_dir: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None,
-                 reservations: Any = None, queue_interval: float | None = 10.0) -> None:
+                 reservations: Any = None, queue_interval: float | None = 10.0, theme: str | None = None) -> None:
         super().__init__()
+        # A Textual theme name (bttui.tui.pick_theme); None keeps Textual's default (textual-dark).
+        self.start_theme = theme
         self.source = source
         self.gpus = gpus if gpus is not None else default_sampler()
         # Stop/resume/delete/launch/start_ready; the real one imports bttui.runs.control only when used.
@@ -60,6 +62,8 @@ class BttuiApp(App[None]):
         self._queue_error: str | None = None
 
     def on_mount(self) -> None:
+        if self.start_theme:
+            self.theme = self.start_theme
         self.push_screen(RunsScreen())
         if self.queue_interval is not None and hasattr(self.controls, "start_ready"):
             self.start_queued()
