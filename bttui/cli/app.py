@@ -146,7 +146,7 @@ def console(stderr: bool = False) -> Any:
 
 def print_json(obj: Any) -> None:
     """Machine-readable output: JSON on stdout, non-finite floats as the strings "nan"/"inf"/"-inf"."""
-    from bttui.cli.views import json_safe
+    from bttui.export import json_safe
 
     sys.stdout.write(json.dumps(json_safe(obj), indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
@@ -307,7 +307,8 @@ def show_command(
     store: StoreOption = None,
 ) -> None:
     """Show one run: status, config summary, results and confusion matrices."""
-    from bttui.cli.views import print_embeddings, print_run, run_json
+    from bttui.cli.views import print_embeddings, print_run
+    from bttui.export import run_json
 
     record = open_store(ctx, store).resolve(run)
     if as_json:

@@ -1,34 +1,13 @@
-"""What the CLI shows about runs: list rows, `show --json` objects, and the human run report."""
+"""What the CLI shows about runs: list rows and the human run report (`show --json` objects: bttui.export)."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
-from pathlib import PurePath
+from datetime import datetime
 from typing import Any
 
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with non-finite floats as "nan"/"inf"/"-inf" (as the event log writes them), paths and times as text."""
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return "nan"
-        if math.isinf(obj):
-            return "inf" if obj > 0 else "-inf"
-        return obj
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (datetime, date)):
-        return obj.isoformat()
-    if isinstance(obj, PurePath):
-        return str(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return json_safe(dataclasses.asdict(obj))
-    return obj
+from bttui.export import _record_summary
 
 
 def _first(mappings: Sequence[Mapping[str, Any]], *keys: str) -> Any:
@@ -98,29 +77,6 @@ def list_rows(store: Any) -> list[dict[str, Any]]:
     rows = [normalize_row(r) for r in raw]
     rows.sort(key=_sort_key, reverse=True)
     return rows
-
-
-def _record_summary(record: Any) -> dict[str, Any]:
-    summary = record.summary()
-    return summary if isinstance(summary, Mapping) else {}
-
-
-def run_json(record: Any) -> dict[str, Any]:
-    """The `show --json` object of a run (docs/design.md; results are summary.json's result items)."""
-    run_data = record.run_data if isinstance(record.run_data, Mapping) else {}
-    summary = _record_summary(record)
-    return {
-        "id": record.id,
-        "name": record.name,
-        "status": record.status,
-        "status_reason": record.reason,
-        "created": record.created,
-        "lineage": run_data.get("lineage"),
-        "config": record.config_dict(),
-        "results": list(summary.get("results") or []),
-        "pretrain": summary.get("pretrain"),
-        "sweep_id": run_data.get("sweep_id"),
-    }
 
 
 def _join(values: Any) -> str:
@@ -265,7 +221,7 @@ def print_embeddings(console: Any, record: Any, method: str = "tsne") -> int:
     from bttui.render.scatter import embedding_scatter
     from bttui.results import cell_artifacts_dir
 
-    from bttui.cli.results_cmd import read_embedding_file
+    from bttui.export import read_embedding_file
 
     summary = _record_summary(record)
     shown = 0

@@ -26,6 +26,8 @@ class Controls(Protocol):
 
     def start_ready(self) -> list[str]: ...
 
+    def export(self, run_id: str) -> str: ...
+
 
 class StoreControls:
     """The real controls: ``bttui.runs.control`` and ``bttui.runs.queue`` on the store at ``root``."""
@@ -87,6 +89,21 @@ class StoreControls:
         else:
             queue.submit(store, paths, sampler=self.sampler)
         return Path(paths.dir).name
+
+    def export(self, run_id: str, out: str | os.PathLike | None = None) -> str:
+        """Results as csv, json and png into ``out`` (default ./<run id>-export, like ``bttui export``)."""
+        from bttui.export import EXPORT_FORMATS, export_tables
+
+        _, record = self._store_and_record(run_id)
+        dest = Path(out) if out is not None else Path.cwd() / f"{record.id}-export"
+        try:
+            files = export_tables(record, dest, EXPORT_FORMATS)
+        except OSError as exc:
+            from bttui.errors import BttuiError
+
+            raise BttuiError(f"export of {record.name} to {dest} failed: {exc.strerror or exc}"
+                             f"{f' ({exc.filename})' if exc.filename else ''}") from None
+        return f"{record.name}: wrote {len(files)} file{'s' if len(files) != 1 else ''} under {dest}"
 
     def start_ready(self) -> list[str]:
         """Start queued runs whose resources are free (what a finishing trainer does); returns the ids started."""

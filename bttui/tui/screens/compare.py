@@ -13,8 +13,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
+from bttui.tui.widgets.footer import AdaptiveFooter
 from bttui.tui.widgets.formatting import clean, literal
 from bttui.tui.widgets.loss_chart import LossChart
 from bttui.tui.widgets.plot import Chart
@@ -263,10 +264,10 @@ class CompareScreen(Screen[None]):
                 diff = DataTable(id="config-diff", cursor_type="row")
                 diff.border_title = "Config diff"
                 yield diff
-        yield Footer()
+        yield AdaptiveFooter()
 
     def on_mount(self) -> None:
-        self.query_one("#compare-header", Static).update(Text(f" Compare {len(self.run_ids)} runs  loading…"))
+        self.query_one("#compare-header", Static).update(Text(f" {self.title_text()}  loading…"))
         self.load()
 
     @work(thread=True, exclusive=True, group="compare")
@@ -278,7 +279,7 @@ class CompareScreen(Screen[None]):
 
     def on_compare_loaded(self, message: CompareLoaded) -> None:
         self.data = d = message.data
-        header = Text(f" Compare {len(self.run_ids)} runs: ", style="bold")
+        header = Text(f" {self.title_text()}: ", style="bold")
         for i, run_id in enumerate(self.run_ids):
             if i:
                 header.append(", ")
@@ -298,6 +299,10 @@ class CompareScreen(Screen[None]):
         self.group_index = 0
         self.fill_per_class()
         table.focus()
+
+    def title_text(self) -> str:
+        n = len(self.run_ids)
+        return f"Compare {n} runs" if n != 1 else "Against the paper"
 
     @property
     def group(self) -> Group | None:

@@ -12,10 +12,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
-from bttui.tui.messages import EventsAppended
+from bttui.tui.widgets.footer import AdaptiveFooter
+from bttui.tui.messages import EventsAppended, RunControlled
+from bttui.tui.screens.control import RunControlMixin
 from bttui.tui.sources import RunRow
 from bttui.tui.widgets.formatting import (
     clean, fmt_accuracy, fmt_duration, fmt_loss, fmt_rate, literal, short_time, status_text,
@@ -217,7 +219,7 @@ class _Tailer:
         self.last_row: RunRow | None = None
 
 
-class RunDetailScreen(Screen[None]):
+class RunDetailScreen(RunControlMixin, Screen[None]):
     """Follows one run: polls its events incrementally every ``app.follow_interval`` seconds."""
 
     BINDINGS = [
@@ -225,12 +227,16 @@ class RunDetailScreen(Screen[None]):
         Binding("l", "toggle_log", "Log scale"),
         Binding("f", "toggle_chart", "Loss/FT chart"),
         Binding("r", "results", "Results"),
+        Binding("p", "pause", "Pause"),
+        Binding("x", "stop", "Stop"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "app.quit", "Quit"),
     ]
     HELP = [("esc", "back to the runs"), ("l", "toggle log scale of the loss chart"),
             ("f", "chart: pretraining loss or the cell's fine-tuning\n   loss/accuracy (both from 160 columns)"),
             ("r", "results: cells, confusion matrices"),
+            ("p", "pause / resume following (the run keeps going;\n   the screen stops updating)"),
+            ("x", "stop the run (asks first; it checkpoints)"),
             ("↑/↓", "pick a cell: its curves (enter: its results)"),
             ("?", "this help"), ("q", "quit (the run keeps going)")]
 
@@ -244,6 +250,8 @@ class RunDetailScreen(Screen[None]):
         self._cells_key: tuple | None = None
         # "auto": fine-tuning charts when there is no pretraining or the user picked a cell; "loss"/"cells": forced.
         self.chart_view = "auto"
+        # Paused: the poll timer keeps ticking but reads nothing, so the screen holds still for reading.
+        self.paused = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="detail-header")
@@ -277,7 +285,7 @@ class RunDetailScreen(Screen[None]):
             cells = CellsTable(id="cells", cursor_type="row")
             cells.border_title = "Cells"
             yield cells
-        yield Footer()
+        yield AdaptiveFooter()
 
     def on_mount(self) -> None:
         cells = self.query_one("#cells", DataTable)
@@ -294,6 +302,8 @@ class RunDetailScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="tail")
     def poll(self) -> None:
         """Read what was appended since the last poll; post only when something changed."""
+        if self.paused:
+            return
         worker = get_current_worker()
         source = self.app.source
         t = self._tailer
@@ -382,6 +392,8 @@ class RunDetailScreen(Screen[None]):
                 second += f"  elapsed {fmt_duration(end - started)}"
         if row.reason:
             second += f"  ({clean(row.reason, single_line=True)})"
+        if self.paused:
+            header.append("  ⏸ paused (p)", style="bold")
         header.append("\n")
         header.append(second, style="dim")
         self.query_one("#detail-header", Static).update(header)
@@ -495,7 +507,6 @@ class RunDetailScreen(Screen[None]):
 
     def render_strips(self) -> None:
         """The one-line versions of the panels, shown on narrow terminals."""
-        ev = self.state.last_step
         wait = self._step_value("data_wait")
         lr = self._step_value("lr")
         proc, dev, host = self.gpu_parts()
@@ -658,6 +669,27 @@ class RunDetailScreen(Screen[None]):
         from bttui.tui.screens.results import ResultsScreen
 
         self.app.push_screen(ResultsScreen(self.run_id))
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        self.render_header()
+        if not self.paused:
+            self.poll()  # catch up at once, not at the next tick
+
+    def action_stop(self) -> None:
+        row = self.row
+        if row is None:
+            self.notify("the run is not loaded yet", severity="warning")
+        elif row.status not in ("running", "queued"):
+            self.notify(f"{clean(row.name, single_line=True)} is {row.status}: nothing to stop", severity="warning")
+        else:
+            self.ask_then("Stop", [row], "stop")
+
+    def on_run_controlled(self, message: RunControlled) -> None:
+        if message.run_id is None:
+            self.poll()  # show the new status now
+        else:
+            self.show_controlled(message)
 
     def action_help(self) -> None:
         from bttui.tui.screens.help import HelpScreen

@@ -11,10 +11,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
 from bttui.gpus import GpuSample, format_gib
+from bttui.tui.widgets.footer import AdaptiveFooter
 from bttui.tui.sources import RunRow, RunSource
 from bttui.tui.widgets.formatting import clean, fmt_duration, literal, status_text
 from bttui.tui.widgets.heatmap import bar
@@ -135,7 +136,7 @@ class GpusScreen(Screen[None]):
         queue = DataTable(id="queue", cursor_type="row")
         queue.border_title = "Queue"
         yield queue
-        yield Footer()
+        yield AdaptiveFooter()
 
     def on_mount(self) -> None:
         devices = self.query_one("#devices", DataTable)

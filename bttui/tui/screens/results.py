@@ -8,10 +8,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from bttui.render.confusion import confusion_table
-from bttui.tui.messages import EmbeddingLoaded, SummaryLoaded
+from bttui.tui.widgets.footer import AdaptiveFooter
+from bttui.tui.messages import EmbeddingLoaded, RunControlled, SummaryLoaded
+from bttui.tui.screens.control import RunControlMixin
 from bttui.tui.sources import RunRow
 from bttui.tui.widgets.formatting import clean, fmt_accuracy, fmt_ci, fmt_fraction, literal, status_text
 from bttui.tui.widgets.embedding_plot import EmbeddingPlot
@@ -53,18 +55,22 @@ def embedding_methods(result: dict) -> list[str]:
     return list(EMBEDDING_METHODS)
 
 
-class ResultsScreen(Screen[None]):
+class ResultsScreen(RunControlMixin, Screen[None]):
     """Reads summary.json in a worker; highlighting a cell shows its confusion matrix."""
 
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("m", "toggle_normalize", "Counts/%"),
         Binding("e", "cycle_embedding", "t-SNE/UMAP"),
+        Binding("p", "paper", "vs paper"),
+        Binding("x", "export", "Export"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "app.quit", "Quit"),
     ]
     HELP = [("↑/↓", "pick a cell"), ("m", "confusion matrix: row % or counts"),
             ("e", "embedding scatter: t-SNE or UMAP (when the run wrote it)"),
+            ("p", "against the paper: accuracy vs label fraction and\n   per-class accuracy beside the paper's numbers"),
+            ("x", "export csv, json and png to ./<run id>-export\n   (like bttui export RUN -f csv,json,png)"),
             ("tab", "focus the right panel; ↑/↓ scroll to the bars and the scatter"), ("esc", "back"),
             ("?", "this help"), ("q", "quit")]
 
@@ -91,7 +97,7 @@ class ResultsScreen(Screen[None]):
                 yield Static(id="confusion")
                 yield Static(id="per-class")
                 yield EmbeddingPlot(id="embedding")
-        yield Footer()
+        yield AdaptiveFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#result-cells", DataTable)
@@ -230,6 +236,22 @@ class ResultsScreen(Screen[None]):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+    def action_paper(self) -> None:
+        from bttui.tui.screens.compare import CompareScreen
+
+        self.app.push_screen(CompareScreen([self.run_id]))
+
+    def action_export(self) -> None:
+        if not self.results:
+            self.notify("no results to export yet", severity="warning")
+            return
+        self.notify("exporting…", timeout=2)
+        self.run_control("export", [self.run_id])
+
+    def on_run_controlled(self, message: RunControlled) -> None:
+        if message.run_id is not None:
+            self.show_controlled(message)
 
     def action_help(self) -> None:
         from bttui.tui.screens.help import HelpScreen

@@ -12,9 +12,10 @@ from textual.worker import get_current_worker
 
 from bttui.gpus import gpu_summary
 from bttui.tui.messages import RunControlled, RunsRefreshed
+from bttui.tui.screens.control import RunControlMixin
 from bttui.tui.sources import RunRow
 from bttui.tui.widgets.footer import AdaptiveFooter
-from bttui.tui.widgets.formatting import clean, fmt_accuracy, fmt_duration, literal, short_time, status_text
+from bttui.tui.widgets.formatting import fmt_accuracy, fmt_duration, literal, short_time, status_text
 
 SORTS = ("newest", "name", "status", "best", "progress", "oldest")
 # Most urgent first when sorting by status.
@@ -71,7 +72,7 @@ def sort_rows(rows: list[RunRow], mode: str) -> list[RunRow]:
     return sorted(rows, key=lambda r: (r.created or 0.0, r.id), reverse=True)
 
 
-class RunsScreen(Screen[None]):
+class RunsScreen(RunControlMixin, Screen[None]):
     """DataTable of runs, refreshed by a thread worker every ``app.refresh_interval`` seconds."""
 
     BINDINGS = [
@@ -365,28 +366,11 @@ class RunsScreen(Screen[None]):
             table.move_cursor(row=table.cursor_row + 1, animate=False)
         self.update_header()
 
-    def _ask_then(self, verb: str, rows: list[RunRow], action: str) -> None:
-        if not rows:
-            self.notify("no run under the cursor", severity="warning")
-            return
-        from bttui.tui.screens.confirm import ConfirmScreen
-
-        names = [f"  {clean(r.name, single_line=True)}  ({r.status})" for r in rows[:8]]
-        if len(rows) > 8:
-            names.append(f"  … and {len(rows) - 8} more")
-        lines = [f"{verb} {len(rows)} run{'s' if len(rows) != 1 else ''}?", *names]
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.run_control(action, [r.id for r in rows])
-
-        self.app.push_screen(ConfirmScreen(verb, lines), answered)
-
     def action_stop(self) -> None:
-        self._ask_then("Stop", self.target_rows(), "stop")
+        self.ask_then("Stop", self.target_rows(), "stop")
 
     def action_delete(self) -> None:
-        self._ask_then("Delete", self.target_rows(), "delete")
+        self.ask_then("Delete", self.target_rows(), "delete")
 
     def action_resume(self) -> None:
         rows = self.target_rows()
@@ -395,36 +379,13 @@ class RunsScreen(Screen[None]):
             return
         self.run_control("resume", [r.id for r in rows])
 
-    @work(thread=True, exclusive=False, group="control")
-    def run_control(self, action: str, run_ids: list[str]) -> None:
-        """Stop/resume/delete off the UI thread; each outcome (or refusal) comes back as a message."""
-        from bttui.errors import BttuiError
-
-        worker = get_current_worker()
-        controls = self.app.controls
-        for run_id in run_ids:
-            if worker.is_cancelled:
-                return
-            try:
-                text = getattr(controls, action)(run_id)
-                ok = True
-            except BttuiError as exc:
-                text, ok = str(exc), False
-            except Exception as exc:  # a control failure must not kill the TUI; say what happened
-                text, ok = f"{action} {run_id} failed: {type(exc).__name__}: {exc}", False
-            self.post_message(RunControlled(action, run_id, ok, text))
-        self.post_message(RunControlled(action, None, True, ""))
-
     def on_run_controlled(self, message: RunControlled) -> None:
         if message.run_id is None:
             # The batch is done: the selection has been acted on, show the new state.
             self.selected.clear()
             self.refresh_runs()
             return
-        self.app.control_log.append(message)
-        if message.text:
-            self.notify(clean(message.text), severity="information" if message.ok else "error",
-                        markup=False, timeout=6)
+        self.show_controlled(message)
 
     # ---------------------------------------------------------------- other screens
     def action_gpus(self) -> None:
