@@ -230,28 +230,29 @@ class NewExperimentScreen(Screen[None]):
                     yield from self._compose_field(info, initial[info.key])
 
     def _compose_field(self, info: Any, value: Any) -> ComposeResult:
+        # Flat in the section body (no wrapper per field): the form has ~60 fields and every
+        # widget costs Textual style and layout work when the screen opens.
         kind = widget_kind(info)
-        with Vertical(classes="field"):
-            with Horizontal(classes="field-line"):
-                yield Label(info.name, classes="field-key")
-                if kind == "switch":
-                    yield Switch(bool(value), id=fid(info.key), animate=False)
-                    # The switch's state is shown by colour and position; the word makes it plain.
-                    yield Label(switch_word(bool(value)), id=f"state-{fid(info.key)}", classes="switch-state")
-                elif kind == "select":
-                    options = [("(none)" if c is None else str(c), NONE_CHOICE if c is None else c)
-                               for c in info.choices]
-                    yield Select(options, value=value, allow_blank=False, compact=True, id=fid(info.key))
-                else:
-                    itype = {"int": "integer", "float": "number"}.get(kind, "text")
-                    yield Input(str(value), type=itype, compact=True, id=fid(info.key), select_on_focus=False,
-                                valid_empty=info.kind in ("str", "str?"))
-            yield Static(Text(info.doc), classes="field-doc", id=f"doc-{fid(info.key)}")
-            if info.key in DATASET_KEYS or info.key == GPU_KEY:
-                picker: SelectionList = MarkedSelectionList(id=pick_id(info.key), classes="picker")
-                picker.display = False
-                yield picker
-                yield Static(classes="picker-note", id=f"note-{pick_id(info.key)}")
+        with Horizontal(classes="field-line"):
+            yield Label(info.name, classes="field-key")
+            if kind == "switch":
+                yield Switch(bool(value), id=fid(info.key), animate=False)
+                # The switch's state is shown by colour and position; the word makes it plain.
+                yield Label(switch_word(bool(value)), id=f"state-{fid(info.key)}", classes="switch-state")
+            elif kind == "select":
+                options = [("(none)" if c is None else str(c), NONE_CHOICE if c is None else c)
+                           for c in info.choices]
+                yield Select(options, value=value, allow_blank=False, compact=True, id=fid(info.key))
+            else:
+                itype = {"int": "integer", "float": "number"}.get(kind, "text")
+                yield Input(str(value), type=itype, compact=True, id=fid(info.key), select_on_focus=False,
+                            valid_empty=info.kind in ("str", "str?"))
+        yield Static(Text(info.doc), classes="field-doc", id=f"doc-{fid(info.key)}")
+        if info.key in DATASET_KEYS or info.key == GPU_KEY:
+            picker: SelectionList = MarkedSelectionList(id=pick_id(info.key), classes="picker")
+            picker.display = False
+            yield picker
+            yield Static(classes="picker-note", id=f"note-{pick_id(info.key)}")
 
     def on_mount(self) -> None:
         self.query_one("#new-from", Select).focus()
