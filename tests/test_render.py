@@ -160,6 +160,26 @@ def test_confusion_narrow_terminal_abbreviates_or_indexes():
     assert abbreviate(["alpha", "beta"], 4) == ["alp…", "beta"]
 
 
+def test_confusion_eleven_organs_fit_a_58_column_panel():
+    """The Results panel at 120 columns is 58 wide: every predicted class and the row count stay on screen
+    (one space between columns instead of two when two do not fit)."""
+    names = ["heart", "left lung", "right lung", "liver", "spleen", "pancreas", "left kidney", "right kidney",
+             "bladder", "left femoral head", "right femoral head"]
+    # 8 test images per class: percentages such as 100 and 62.5 (three characters once rounded).
+    matrix = [[(8 if i % 3 == 0 else 5) if i == j else (3 if j == (i + 3) % 11 and i % 3 else 0) for j in range(11)]
+              for i in range(11)]
+    for width in (58, 64):
+        out = render(confusion_table(matrix, names, width=width), width=width)
+        lines = out.splitlines()
+        assert max(len(line) for line in lines) <= width
+        header = next(line for line in lines if line.startswith("true"))
+        assert header.split()[-2:] == ["10", "n"], header
+        assert next(line for line in lines if line.startswith("10 ")).split()[-1] == "8"  # the row count
+    # Wide panels keep the two-space gap.
+    wide = render(confusion_table(matrix, names, width=100), width=100)
+    assert "  10  n" in next(line for line in wide.splitlines() if line.startswith("true"))
+
+
 def test_confusion_class_names_are_literal_and_empty_rows_dash():
     table = confusion_table([[0, 0], [1, 1]], ["[red]x[/red]", "a\x1bb"], width=80)
     out = render(table, color=True)

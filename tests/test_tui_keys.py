@@ -115,3 +115,44 @@ async def test_export_failure_is_a_clear_error(store, tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(BttuiError, match=r"export of organs-xdomain to .*file/out failed"):
         StoreControls(store).export(DONE, out=blocker / "out")
+
+
+async def test_an_ended_run_header_counts_cells_not_the_last_cells_epochs(store):
+    # What the trainer leaves: stage cleared, the last cell's epoch counter still in status.json.
+    path = store / DONE / "status.json"
+    status = json.loads(path.read_text())
+    status.update(stage=None, epoch=10, epochs=10, step=40, steps=40)
+    path.write_text(json.dumps(status))
+    app = make_app(store)
+    async with started(app, screen=RunDetailScreen(DONE)):
+        header = plain(app.screen.query_one("#detail-header", Static)).splitlines()[0]
+        assert "cells 3/3" in header and "epoch" not in header and "step" not in header
+
+
+async def test_many_classes_put_the_scatter_legend_below_the_plot(store):
+    """11 organ classes: a legend inside the plot would cover the points, so it is drawn beneath."""
+    import numpy as np
+
+    from bttui.tui.sources import embedding_path
+    from bttui.tui.widgets.embedding_plot import EmbeddingPlot
+
+    summary = json.loads((store / DONE / "summary.json").read_text())
+    first = summary["results"][0]
+    names = ["heart", "left lung", "right lung", "liver", "spleen", "pancreas", "left kidney", "right kidney",
+             "bladder", "left femoral head", "right femoral head"]
+    labels = np.repeat(np.arange(11), 3)
+    coords = np.stack([labels * 1.0, (labels % 4) * 1.0], axis=1).astype(np.float32)
+    np.savez(embedding_path(store / DONE, first, "tsne"), coords=coords, labels=labels,
+             class_names=np.asarray(names), method=np.asarray("tsne"))
+    app = make_app(store)
+    async with started(app, screen=ResultsScreen(DONE)) as pilot:
+        legend = app.screen.query_one("#embedding-legend", Static)
+        assert legend.display
+        assert plain(legend).startswith("0 heart  1 left lung") and "a right femoral head" in plain(legend)
+        plot = app.screen.query_one(EmbeddingPlot)
+        assert len(plot.embedding["class_names"]) == 11
+        await pilot.press("down")  # the next cell's embedding has the sample's 5 classes: legend in the plot
+        await settle(app, pilot)
+        assert len(plot.embedding["class_names"]) == 5
+        legend = app.screen.query_one("#embedding-legend", Static)
+        assert not legend.display and plain(legend).strip() == ""

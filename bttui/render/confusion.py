@@ -59,9 +59,9 @@ def _fmt_percent(p: float, decimals: bool) -> str:
     return "<1" if p < 0.5 else f"{p:.0f}"
 
 
-def _matrix_width(n: int) -> int:
-    """Characters the table spends on padding and separators for ``n`` classes."""
-    return 2 * n + 2
+def _matrix_width(n: int, gap: int = 2) -> int:
+    """Characters the table spends on padding and separators for ``n`` classes (``gap`` per column)."""
+    return gap * n + 2
 
 
 def confusion_table(
@@ -91,43 +91,57 @@ def confusion_table(
     sums = [sum(r) for r in rows]
     n_w = max([len(str(s)) for s in sums] + [1])
     longest = max([len(x) for x in names] + [1])
-    label_w = min(max(longest, 4), _MAX_LABEL, max(8, width // 4))
 
     def texts(decimals: bool) -> list[list[str]]:
         if not normalize:
             return [[str(v) for v in r] for r in rows]
         return [[_fmt_percent(100.0 * v / s, decimals) if s else "-" for v in r] for r, s in zip(rows, sums)]
 
-    def per_column(cell_texts: list[list[str]]) -> tuple[int, int]:
-        cell_w = max([len(t) for r in cell_texts for t in r] + [1])
-        avail = width - label_w - n_w - _matrix_width(n)
-        return cell_w, (avail // n if n else cell_w)
+    def layout(gap: int) -> tuple[list[list[str]], int, list[str], list[str], int]:
+        """(cell texts, cell width, headers, row labels, label width) with ``gap`` characters between columns."""
+        def per_column(cell_texts: list[list[str]]) -> tuple[int, int]:
+            cell_w = max([len(t) for r in cell_texts for t in r] + [1])
+            avail = width - label_w - n_w - _matrix_width(n, gap)
+            return cell_w, (avail // n if n else cell_w)
 
-    cell_texts = texts(decimals=True)
-    cell_w, per_col = per_column(cell_texts)
-    if normalize and per_col < cell_w:
-        # Too narrow for one decimal: whole percentages still read as a matrix.
-        cell_texts = texts(decimals=False)
+        label_w = min(max(longest, 4), _MAX_LABEL, max(8, width // 4))
+        cell_texts = texts(decimals=True)
         cell_w, per_col = per_column(cell_texts)
+        if normalize and per_col < cell_w:
+            # Too narrow for one decimal: whole percentages still read as a matrix.
+            cell_texts = texts(decimals=False)
+            cell_w, per_col = per_column(cell_texts)
 
-    if longest <= max(per_col, cell_w):
-        headers, labels = names, names
-    else:
-        short = abbreviate(names, max(per_col, cell_w))
-        if short is not None:
-            headers, labels = short, names
+        if longest <= max(per_col, cell_w):
+            headers, labels = names, names
         else:
-            headers = [str(i) for i in range(n)]
-            labels = [f"{i} {name}" for i, name in enumerate(names)]
-            # Index headers are narrow, so the row labels may take what the cells leave;
-            # whole labels are worth more than a decimal place.
-            want = min(max(len(x) for x in labels), _MAX_LABEL + 4)
-            room = width - n_w - _matrix_width(n) - n * max(cell_w, len(str(n - 1)))
-            if room < want and normalize:
-                cell_texts = texts(decimals=False)
-                cell_w = max(len(t) for r in cell_texts for t in r)
-                room = width - n_w - _matrix_width(n) - n * max(cell_w, len(str(n - 1)))
-            label_w = max(8, min(want, room))
+            short = abbreviate(names, max(per_col, cell_w))
+            if short is not None:
+                headers, labels = short, names
+            else:
+                headers = [str(i) for i in range(n)]
+                labels = [f"{i} {name}" for i, name in enumerate(names)]
+                # Index headers are narrow, so the row labels may take what the cells leave;
+                # whole labels are worth more than a decimal place.
+                want = min(max(len(x) for x in labels), _MAX_LABEL + 4)
+                room = width - n_w - _matrix_width(n, gap) - n * max(cell_w, len(str(n - 1)))
+                if room < want and normalize:
+                    cell_texts = texts(decimals=False)
+                    cell_w = max(len(t) for r in cell_texts for t in r)
+                    room = width - n_w - _matrix_width(n, gap) - n * max(cell_w, len(str(n - 1)))
+                label_w = max(8, min(want, room))
+        return cell_texts, cell_w, headers, labels, label_w
+
+    def needed(gap: int, cell_w: int, headers: list[str], label_w: int) -> int:
+        return label_w + n_w + sum(max(cell_w, len(h)) for h in headers) + _matrix_width(n, gap)
+
+    gap = 2
+    cell_texts, cell_w, headers, labels, label_w = layout(gap)
+    if needed(gap, cell_w, headers, label_w) > width:
+        # Many classes in a narrow panel: one space between columns instead of two, so the
+        # last columns and the row counts stay on screen (11 organ classes in 58 columns).
+        gap = 1
+        cell_texts, cell_w, headers, labels, label_w = layout(gap)
 
     what = "% of each row" if normalize else "counts"
     table = Table(
@@ -136,7 +150,7 @@ def confusion_table(
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         show_edge=False,
-        padding=(0, 1, 0, 0),
+        padding=(0, gap - 1, 0, 0),
     )
     table.add_column(Text("true \\ pred", style="dim"), no_wrap=True, overflow="ellipsis", max_width=label_w)
     for h in headers:

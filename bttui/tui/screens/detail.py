@@ -371,11 +371,13 @@ class RunDetailScreen(RunControlMixin, Screen[None]):
         header.append("  ")
         header.append(status_text(row.status))
         header.append(f"  {clean(row.stage or '-', single_line=True)}")
-        if row.epoch is not None:
+        # An ended run (stage cleared) keeps the last cell's epoch counter: its cells say more.
+        ended_with_cells = row.stage is None and bool(row.cells_total)
+        if row.epoch is not None and not ended_with_cells:
             header.append(f"  epoch {row.epoch}/{row.epochs or '?'}")
-        if row.step is not None:
+        if row.step is not None and not ended_with_cells:
             header.append(f"  step {row.step:,}" + (f"/{row.steps:,}" if row.steps else ""))
-        if row.cells_total and row.stage == "finetune":
+        if row.cells_total and (row.stage == "finetune" or ended_with_cells):
             header.append(f"  cells {row.cells_done or 0}/{row.cells_total}")
         eta = eta_seconds(row, now)
         if eta is not None:

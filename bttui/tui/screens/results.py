@@ -16,7 +16,7 @@ from bttui.tui.messages import EmbeddingLoaded, RunControlled, SummaryLoaded
 from bttui.tui.screens.control import RunControlMixin
 from bttui.tui.sources import RunRow
 from bttui.tui.widgets.formatting import clean, fmt_accuracy, fmt_ci, fmt_fraction, literal, status_text
-from bttui.tui.widgets.embedding_plot import EmbeddingPlot
+from bttui.tui.widgets.embedding_plot import LEGEND_INSIDE_MAX, EmbeddingPlot, legend_text
 from bttui.tui.widgets.heatmap import per_class_bars
 
 EMBEDDING_METHODS = ("tsne", "umap")
@@ -97,6 +97,7 @@ class ResultsScreen(RunControlMixin, Screen[None]):
                 yield Static(id="confusion")
                 yield Static(id="per-class")
                 yield EmbeddingPlot(id="embedding")
+                yield Static(id="embedding-legend")
         yield AdaptiveFooter()
 
     def on_mount(self) -> None:
@@ -189,6 +190,10 @@ class ResultsScreen(RunControlMixin, Screen[None]):
         self.embedding = message.embedding
         note = "" if message.embedding else f"{message.method}: n/a (not written for this cell)"
         self.query_one(EmbeddingPlot).show(message.embedding, note)
+        names = (message.embedding or {}).get("class_names") or []
+        legend = self.query_one("#embedding-legend", Static)
+        legend.display = len(names) > LEGEND_INSIDE_MAX
+        legend.update(legend_text(names) if legend.display else "")
 
     def action_cycle_embedding(self) -> None:
         if self.current is None:
