@@ -243,12 +243,19 @@ def test_live_state_folds_events():
         {"type": "epoch", "epoch": 1, "loss": 4.0, "emb_std": 0.3, "cross_correlation": [[1.0, 0.1], [0.1, 1.0]]},
         {"type": "cell_end", "cell": "a/b/c/1/s0", "result": {"test_accuracy": 0.5, "status": "completed"}},
         {"type": "log", "message": "[red]hi"},
+        {"type": "log", "level": "warning", "message": "slow data", "t": 60.0},
+        {"type": "checkpoint", "path": "/r/checkpoints/pretrain_epoch0001.pt"},
+        {"type": "status", "status": "failed", "reason": "nan loss"},
     ])
     series, x = state.chart_series()
     assert x == "step" and series["total"] == ([10.0], [5.0])
     assert state.health["emb_std"] == 0.3 and state.health_history["emb_std"] == [0.3]
     assert state.cell_results["a/b/c/1/s0"]["test_accuracy"] == 0.5
-    assert state.messages == ["[red]hi"]
+    # The Log panel's story: epoch ends, cell results, log messages, checkpoints, the final status.
+    assert [text for _, text in state.messages] == [
+        "epoch 1 loss 4", "a/b/c/1/s0: completed 50.0%", "[red]hi", "[warning] slow data",
+        "checkpoint pretrain_epoch0001.pt", "run failed (nan loss)"]
+    assert state.messages[3][0] == 60.0 and state.messages[0][0] is None
 
 
 class FakeControls:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from rich.table import Table
@@ -52,6 +53,36 @@ def _first(ev: dict, names: tuple[str, ...]) -> Any:
     return None
 
 
+def timeline_line(ev: dict) -> str | None:
+    """One Log-panel line for the events worth a line (None for the rest: steps, health, config…)."""
+    kind = ev.get("type")
+    stage = ev.get("stage")
+    if kind == "log" and ev.get("message") is not None:
+        level = str(ev.get("level") or "info")
+        return (f"[{level}] " if level in ("warning", "error") else "") + str(ev["message"])
+    if kind == "stage_start":
+        if stage == "pretrain":
+            return (f"pretraining: {ev.get('epochs', '?')} epochs, {ev.get('images', '?')} images, "
+                    f"batch {ev.get('batch_size', '?')} on {ev.get('device', '?')}")
+        return f"{stage or 'stage'} started"
+    if kind == "epoch" and stage in (None, "pretrain") and isinstance(ev.get("loss"), (int, float)):
+        line = f"epoch {ev.get('epoch', '?')} loss {fmt_loss(ev['loss'])}"
+        knn = ev.get("knn_accuracy")
+        return line + (f"  kNN {100 * knn:.1f}%" if isinstance(knn, (int, float)) else "")
+    if kind == "checkpoint" and ev.get("path"):
+        return f"checkpoint {str(ev['path']).rsplit('/', 1)[-1]}"
+    if kind == "stage_end":
+        return f"{stage or 'stage'} {ev.get('status') or 'ended'}"
+    if kind == "cell_end" and ev.get("cell"):
+        result = ev.get("result") if isinstance(ev.get("result"), dict) else ev
+        acc = result.get("test_accuracy")
+        return f"{ev['cell']}: {result.get('status') or 'ended'}" + (
+            f" {100 * acc:.1f}%" if isinstance(acc, (int, float)) else "")
+    if kind == "status" and ev.get("status"):
+        return f"run {ev['status']}" + (f" ({ev['reason']})" if ev.get("reason") else "")
+    return None
+
+
 class LiveState:
     """Everything the dashboard shows, folded from events (UI thread only; plain data)."""
 
@@ -69,7 +100,9 @@ class LiveState:
         self.cell_results: dict[str, dict] = {}
         self.cell_epochs: dict[str, dict] = {}
         self.cell_order: list[str] = []
-        self.messages: list[str] = []
+        # What happened, in order: (event time, line) for the Log panel (log messages, stage and
+        # epoch ends, checkpoints, cell results, the final status).
+        self.messages: list[tuple[float | None, str]] = []
         self.alarm: str | None = None
         # Per cell: epoch -> (train_loss, val_loss, train_accuracy, val_accuracy), for fine-tuning-only runs.
         self.cell_curves: dict[str, list[dict]] = {}
@@ -110,9 +143,12 @@ class LiveState:
                 if ev["cell"] not in self.cell_order:
                     self.cell_order.append(ev["cell"])
             elif kind == "log" and ev.get("message") is not None:
-                self.messages.append(str(ev["message"]))
                 if ev.get("alarm") == "collapse":
                     self.alarm = str(ev["message"])
+            line = timeline_line(ev)
+            if line is not None:
+                t = ev.get("t")
+                self.messages.append((float(t) if isinstance(t, (int, float)) else None, line))
             if kind in ("epoch", "health", "step"):
                 for key, names in HEALTH_KEYS.items():
                     value = _first(ev, names)
@@ -494,7 +530,18 @@ class RunDetailScreen(RunControlMixin, Screen[None]):
         return matrix if ok else None
 
     def log_tail(self) -> list[str]:
-        return self.log_lines[-LOG_LINES_SHOWN:] or self.state.messages[-LOG_LINES_SHOWN:]
+        """The run's story from its events (time-stamped), then what the trainer printed to train.log
+        beyond the launch headers (warnings, tracebacks), the newest last."""
+        clock = self.app.clock
+        lines = [(time.strftime("%H:%M:%S", clock.localtime(t)) + " " if t is not None else "") + text
+                 for t, text in self.state.messages]
+        printed = [line for line in self.log_lines if line.strip() and not line.startswith("--- ")]
+        if lines:
+            # Printed lines are few and matter (the end of a traceback) but must not push the events out.
+            printed = printed[-(LOG_LINES_SHOWN // 2):]
+        printed = printed[-LOG_LINES_SHOWN:]
+        keep = LOG_LINES_SHOWN - len(printed)
+        return (lines[-keep:] if keep > 0 else []) + printed
 
     def render_log(self) -> None:
         lines = self.log_tail()
