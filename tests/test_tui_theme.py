@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
 
 from bttui.tui import pick_theme
 
@@ -21,22 +20,25 @@ from bttui.tui import pick_theme
     ("auto", {"BTTUI_THEME": "light", "COLORFGBG": "15;0"}, "textual-light"),
     ("auto", {"BTTUI_THEME": "dark", "COLORFGBG": "0;15"}, "textual-dark"),
     ("auto", {"BTTUI_THEME": "neon", "COLORFGBG": "0;15"}, "textual-light"),  # unknown: ignored
+    ("ansi", {}, "ansi-dark"),
+    ("ansi", {"COLORFGBG": "0;15"}, "ansi-light"),
+    ("auto", {"BTTUI_THEME": "ansi", "COLORFGBG": "15;0"}, "ansi-dark"),
 ])
 def test_pick_theme(choice, env, expected):
     assert pick_theme(choice, env) == expected
 
 
 def test_pick_theme_rejects_unknown_names():
-    with pytest.raises(ValueError, match="valid are auto, dark, light"):
+    with pytest.raises(ValueError, match="valid are auto, dark, light, ansi"):
         pick_theme("pink", {})
 
 
-def test_cli_rejects_an_unknown_theme():
+def test_cli_rejects_an_unknown_theme(runner):
     from bttui.cli import app
 
-    result = CliRunner().invoke(app, ["--theme", "pink", "ls"])
+    result = runner.invoke(app, ["--theme", "pink", "ls"])
     assert result.exit_code == 2
-    assert "'pink' is not a theme; valid: auto, dark, light" in result.output
+    assert "'pink' is not a theme; valid: auto, dark, light, ansi" in result.output
     assert "Traceback" not in result.output
 
 
@@ -52,3 +54,24 @@ async def test_app_starts_in_the_chosen_theme(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         assert app.theme == "textual-light" and not app.current_theme.dark
+
+
+async def test_palette_theme_command_switches_the_theme_live(tmp_path):
+    """The README's `ctrl+p` → "Theme": Textual's own theme picker is in bttui's palette."""
+    from test_tui_pilot import make_app, settle
+
+    from bttui.tui.sources import write_sample_store
+
+    app = make_app(write_sample_store(tmp_path / "runs"), queue_interval=None)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        assert app.theme == "textual-dark"
+        await pilot.press("ctrl+p", *"theme")
+        await settle(app, pilot)
+        await pilot.press("enter")  # the "Theme" command opens the theme list
+        await settle(app, pilot)
+        await pilot.press(*"solarized-light")
+        await settle(app, pilot)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert app.theme == "solarized-light" and not app.current_theme.dark

@@ -166,7 +166,7 @@ def _theme_choice(value: str) -> str:
 
     if value.strip().lower() not in THEME_CHOICES:
         raise typer.BadParameter(f"{value!r} is not a theme; valid: {', '.join(THEME_CHOICES)} "
-                                 "(more themes: ctrl+p, 'Change theme', inside the TUI).")
+                                 "(more themes: ctrl+p, then 'Theme', inside the TUI).")
     return value.strip().lower()
 
 
@@ -178,8 +178,9 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
     theme: Annotated[
-        str, typer.Option("--theme", metavar="auto|dark|light", callback=_theme_choice,
-                          help="TUI colours: auto follows $BTTUI_THEME, then the terminal's $COLORFGBG (default).")
+        str, typer.Option("--theme", metavar="auto|dark|light|ansi", callback=_theme_choice,
+                          help="TUI colours; auto: $BTTUI_THEME, else light or dark by the terminal's $COLORFGBG; "
+                               "ansi: the terminal's own colours.")
     ] = "auto",
 ) -> None:
     """Run and study Barlow Twins pretraining and fine-tuning on medical images.
