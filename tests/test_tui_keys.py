@@ -156,3 +156,21 @@ async def test_many_classes_put_the_scatter_legend_below_the_plot(store):
         assert len(plot.embedding["class_names"]) == 5
         legend = app.screen.query_one("#embedding-legend", Static)
         assert not legend.display and plain(legend).strip() == ""
+
+
+async def test_an_empty_table_says_why(tmp_path, store):
+    from bttui.tui.screens.runs import RunsScreen
+
+    (tmp_path / "empty").mkdir()
+    app = make_app(tmp_path / "empty")
+    async with started(app, size=(120, 30)):
+        table = app.screen.query_one("#runs", DataTable)
+        assert isinstance(app.screen, RunsScreen) and table.row_count == 0
+        assert "no runs yet: press n for a new experiment" in str(table.border_subtitle)
+    app = make_app(store)
+    async with started(app, size=(120, 30), keys=("slash", *"zzz", "enter")) as pilot:
+        table = app.screen.query_one("#runs", DataTable)
+        assert table.row_count == 0 and "no run matches 'zzz' (esc clears the filter)" in str(table.border_subtitle)
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert table.row_count == 5 and str(table.border_subtitle) == ""

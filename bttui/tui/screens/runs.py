@@ -166,7 +166,18 @@ class RunsScreen(RunControlMixin, Screen[None]):
         rows = [r for r in self.all_rows if r.matches(self.filter_text)]
         self.shown = sort_rows(rows, self.sort_mode)
         self.fill_table()
+        self.update_empty_hint()
         self.update_header()
+
+    def update_empty_hint(self) -> None:
+        """An empty table says why: nothing in the store yet (and how to start), or nothing matches."""
+        table = self.query_one("#runs", DataTable)
+        if self.shown or not self.loaded:
+            table.border_subtitle = ""
+        elif self.all_rows:
+            table.border_subtitle = f"no run matches {self.filter_text.strip()!r} (esc clears the filter)"
+        else:
+            table.border_subtitle = "no runs yet: press n for a new experiment, or bttui run experiments/quickstart.toml"
 
     def cells_for(self, row: RunRow) -> list[Text]:
         clock = self.app.clock
@@ -254,10 +265,6 @@ class RunsScreen(RunControlMixin, Screen[None]):
             self._cell_cache = {k: v for k, v in cache.items() if k in live}
         if selected in keys:
             table.move_cursor(row=keys.index(selected), animate=False)
-        if not self.shown:
-            table.border_subtitle = "no runs match" if self.all_rows else "no runs yet: n (new) or bttui run <config.toml>"
-        else:
-            table.border_subtitle = ""
 
     def update_header(self) -> None:
         src = self.app.source
