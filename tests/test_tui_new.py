@@ -172,6 +172,7 @@ async def test_invalid_value_shows_the_cli_message(workdir):
     app = make_app(workdir)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_form(app, pilot)
+        await edited(app, pilot)  # a check the opening scheduled has fired (a loaded machine may be late)
         before = screen.validations
         box = screen.query_one("#" + fid("finetune.label_fractions"), Input)
         box.value = "[1.5"
@@ -376,3 +377,16 @@ async def test_footer_is_compact_at_80_columns(workdir):
         await pilot.resize_terminal(140, 36)
         await settle(app, pilot)
         assert footer.compact is False and footer.show_command_palette is True
+
+
+async def test_tab_goes_from_the_source_picker_straight_to_the_first_field(workdir):
+    """The form's scroll container takes no focus of its own: one tab reaches `name`, typing edits it."""
+    app = make_app(workdir)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_form(app, pilot)
+        assert app.focused.id == "new-from"
+        await pilot.press("tab")
+        assert app.focused.id == "f-name"
+        await pilot.press("ctrl+u", *"tabbed")
+        await edited(app, pilot)
+        assert screen.cfg is not None and screen.cfg.name == "tabbed"

@@ -207,7 +207,7 @@ class NewExperimentScreen(Screen[None]):
             yield Static(Text.assemble((" New experiment ", "bold"), "  from "), id="new-title")
             yield Select(self.choices, value=self.choice, allow_blank=False, compact=True, id="new-from")
         with Horizontal(id="new-body"):
-            with VerticalScroll(id="new-form"):
+            with VerticalScroll(id="new-form", can_focus=False):
                 for sec in sections():
                     yield from self._compose_section(sec, initial)
             yield Static(id="new-preview")
