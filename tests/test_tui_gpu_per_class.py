@@ -185,3 +185,14 @@ async def test_compare_screen_without_per_class_results(store):
         table = app.screen.query_one("#compare-per-class", DataTable)
         assert table.row_count == 0 and "n/a" in str(table.border_subtitle)
         await pilot.press("p")  # nothing to cycle: no error
+
+
+def test_runs_with_the_same_name_are_told_apart():
+    from bttui.tui.screens.compare import distinct_names, fit
+
+    names = distinct_names({"20261129-071134-quickstart-4834": "quickstart",
+                            "20261129-071441-quickstart-9cde": "quickstart", "20241124-x-e5f6": "organs"})
+    assert names == {"20261129-071134-quickstart-4834": "quickstart·4834",
+                     "20261129-071441-quickstart-9cde": "quickstart·9cde", "20241124-x-e5f6": "organs"}
+    assert fit("quickstart·4834", 12).endswith("…·4834") and len(fit("quickstart·4834", 12)) == 12
+    assert fit("organs-xdomain", 12) == "organs-xdom…" and fit("short", 12) == "short"

@@ -152,6 +152,25 @@ class CompareLoaded(Message):
     data: CompareData
 
 
+def distinct_names(names: dict[str, str]) -> dict[str, str]:
+    """Run names, each one that is shared by several runs suffixed with its run id's last 4 characters."""
+    counts: dict[str, int] = {}
+    for name in names.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {run_id: f"{name}·{run_id[-4:]}" if counts[name] > 1 else name for run_id, name in names.items()}
+
+
+def fit(name: str, width: int) -> str:
+    """``name`` in ``width`` characters, one line; a ``·xxxx`` run-id suffix survives the cut."""
+    name = clean(name, single_line=True)
+    if len(name) <= width:
+        return name
+    base, dot, suffix = name.rpartition("·")
+    if dot and len(suffix) <= 4 and width > len(suffix) + 3:
+        return base[:width - len(suffix) - 2] + "…·" + suffix
+    return name[:max(1, width - 1)] + "…"
+
+
 def load_compare(source: Any, run_ids: list[str], cancelled: Any = lambda: False) -> CompareData:
     names = {}
     data = CompareData(names)
@@ -183,6 +202,7 @@ def load_compare(source: Any, run_ids: list[str], cancelled: Any = lambda: False
         configs.append(source.read_config(run_id))
     data.diff = config_diff(configs)
     data.groups = per_class_groups(data.per_class)
+    data.names.update(distinct_names(data.names))
     try:
         from bttui.paper import PAPER
     except ImportError:
@@ -214,7 +234,7 @@ class AccuracyChart(Chart):
             for run_id, curves in d.curves.items():
                 for (ds, init, strategy), curve in sorted(curves.items()):
                     fr = sorted(curve)
-                    label = f"{clean(d.names.get(run_id, run_id), single_line=True)[:14]} {INIT_SHORT.get(init, init)}/{strategy}"
+                    label = f"{fit(d.names.get(run_id, run_id), 16)} {INIT_SHORT.get(init, init)}/{strategy}"
                     plt.plot(fr, [curve[f] for f in fr], label=label, marker="braille")
                     drawn = True
             if drawn:
@@ -292,7 +312,7 @@ class CompareScreen(Screen[None]):
         table.clear(columns=True)
         table.add_column("key", key="key")
         for run_id in self.run_ids:
-            table.add_column(clean(d.names.get(run_id, run_id), single_line=True)[:24], key=run_id)
+            table.add_column(fit(d.names.get(run_id, run_id), 24), key=run_id)
         for key, values in d.diff:
             table.add_row(Text(key), *[literal("-" if v is None else v) for v in values], key=key)
         table.border_subtitle = f"{len(d.diff)} keys differ" if d.diff else "configs identical"
@@ -323,7 +343,7 @@ class CompareScreen(Screen[None]):
         show_paper = any(r.paper is not None for r in rows)
         table.add_column("class", key="class")
         for run_id in self.run_ids:
-            table.add_column(clean(d.names.get(run_id, run_id), single_line=True)[:12], key=run_id)
+            table.add_column(fit(d.names.get(run_id, run_id), 15), key=run_id)
         if len(self.run_ids) > 1:
             table.add_column("Δ", key="delta")
         if show_paper:
