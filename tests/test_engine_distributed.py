@@ -83,6 +83,10 @@ def _rank_main(rank: int, port: int, out_dir: str) -> None:
                    Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist_mod.teardown(ctx)
+    # Skip interpreter teardown, where gloo's worker threads can abort a finished process (SIGABRT,
+    # "terminate called without an active exception"; 1 in 12 runs here): what `python -m bttui.train`
+    # does under torchrun too. The results are on disk; an assertion above still fails the rank.
+    dist_mod.exit_now(0)
 
 
 def test_distributed_loss_and_gradients_match_one_process(tmp_path):

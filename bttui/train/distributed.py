@@ -11,6 +11,7 @@ and training is the plain single-process loop.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -120,6 +121,22 @@ def teardown(ctx: DistContext) -> None:
             torch.distributed.barrier()
         finally:
             torch.distributed.destroy_process_group()
+
+
+def exit_now(code: int) -> None:
+    """End this process with ``code`` without interpreter teardown (after flushing stdout/stderr).
+
+    Under a process group, gloo's C++ worker threads can still hold work objects when Python
+    finalises; destroying them then aborts the process (SIGABRT, "terminate called without an
+    active exception": PyTorch issue/PR 179291), turning a completed rank into a failed one.
+    Everything a run writes is closed before this (events, status, summary are written atomically).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
 
 
 def check_batch(batch_size: int, world_size: int) -> int:
