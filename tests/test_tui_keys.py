@@ -174,3 +174,16 @@ async def test_an_empty_table_says_why(tmp_path, store):
         await pilot.press("escape")
         await settle(app, pilot)
         assert table.row_count == 5 and str(table.border_subtitle) == ""
+
+
+async def test_numbers_panel_says_when_its_figures_are_pretrainings(store):
+    app = make_app(store)
+    async with started(app, screen=RunDetailScreen(LIVE)) as pilot:  # pretraining now: live figures
+        assert str(app.screen.query_one("#numbers", Static).border_title) == "Throughput · GPU"
+    path = store / LIVE / "status.json"
+    status = json.loads(path.read_text())
+    status.update(stage="finetune", cell="organs_sagittal/barlow_twins/linear/1/s0")
+    path.write_text(json.dumps(status))
+    app = make_app(store)
+    async with started(app, screen=RunDetailScreen(LIVE)):
+        assert "(last pretraining step)" in str(app.screen.query_one("#numbers", Static).border_title)

@@ -483,7 +483,11 @@ class RunDetailScreen(RunControlMixin, Screen[None]):
         util = self._step_value("gpu_util")
         t.add_row("device util", gauge(util / 100 if util is not None else None), self.spark("gpu_util"))
         t.add_row("host RSS", gib("rss_mb"), self.spark("rss_mb"))
-        self.query_one("#numbers", Static).update(t)
+        numbers = self.query_one("#numbers", Static)
+        numbers.update(t)
+        # These come from pretraining's step events: once the run is past them, say whose they are.
+        stale = bool(ev) and self.row is not None and self.row.stage != "pretrain"
+        numbers.border_title = "Throughput · GPU" + (" (last pretraining step)" if stale else "")
 
     def _rate(self) -> str:
         v = self._step_value("images_per_s")
