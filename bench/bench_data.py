@@ -100,7 +100,6 @@ def run_mode(mode: str, root: Path, cache: Path, batch: int, size: int) -> dict:
                 n += x.shape[0]
             del it  # joins the workers, so RUSAGE_CHILDREN below includes their peak RSS
             epoch_s.append(time.perf_counter() - t0 - sum(epoch_s))
-    seconds = sum(epoch_s)
     per_epoch = n // len(epoch_s)
     return {
         "mode": mode, "images": per_epoch, "epochs": len(epoch_s), "epoch_seconds": epoch_s,

@@ -20,7 +20,7 @@ import pytest
 from bttui.config.settings import MachineSettings
 from bttui.gpus import GIB, FakeGpuSampler, GpuSample
 from bttui.runs import queue as q
-from bttui.runs.reserve import Claim, Request, Reservations, request_for
+from bttui.runs.reserve import Request, Reservations, request_for
 from bttui.runs.store import Store
 
 launch_module = importlib.import_module("bttui.runs.launch")

@@ -1,6 +1,5 @@
 """Batched two-view augmentation: per-sample parameters, recipe probabilities, shapes, 1-channel input."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -178,7 +178,7 @@ async def test_an_empty_table_says_why(tmp_path, store):
 
 async def test_numbers_panel_says_when_its_figures_are_pretrainings(store):
     app = make_app(store)
-    async with started(app, screen=RunDetailScreen(LIVE)) as pilot:  # pretraining now: live figures
+    async with started(app, screen=RunDetailScreen(LIVE)):  # pretraining now: live figures
         assert str(app.screen.query_one("#numbers", Static).border_title) == "Throughput · GPU"
     path = store / LIVE / "status.json"
     status = json.loads(path.read_text())

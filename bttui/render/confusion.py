@@ -158,9 +158,9 @@ def confusion_table(
                          min_width=cell_w, max_width=max(cell_w, len(h)))
     table.add_column(Text("n", style="dim"), justify="right", no_wrap=True, min_width=n_w)
 
-    for i, (row, texts, total) in enumerate(zip(rows, cell_texts, sums)):
+    for i, (row, row_texts, total) in enumerate(zip(rows, cell_texts, sums)):
         cells: list[Text] = [Text(truncate(labels[i], label_w))]
-        for j, (count, txt) in enumerate(zip(row, texts)):
+        for j, (count, txt) in enumerate(zip(row, row_texts)):
             frac = count / total if total else 0.0
             if count == 0:
                 cells.append(Text(txt, style="dim"))

@@ -88,7 +88,7 @@ def sbatch_script(paths: RunPaths, *, gpus: int, partition: str | None = None, t
     lines.append("#SBATCH --signal=TERM@120")
     lines += ["", "set -eu", f"cd {shlex.quote(os.getcwd())}", "export PYTHONUNBUFFERED=1",
               'export BTTUI_SLURM_JOB="$SLURM_JOB_ID"',
-              f'echo "--- $(date -u +%Y-%m-%dT%H:%M:%SZ) bttui slurm job $SLURM_JOB_ID on $(hostname)"',
+              'echo "--- $(date -u +%Y-%m-%dT%H:%M:%SZ) bttui slurm job $SLURM_JOB_ID on $(hostname)"',
               "exec " + shlex.join(trainer_command(run_dir, gpus, resume)), ""]
     return "\n".join(lines)
 

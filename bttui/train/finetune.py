@@ -180,7 +180,7 @@ def pretrain_checkpoint_in(run_dir: Path, epoch: int | None, what: str) -> Path:
     have = sorted(p.name for p in ckpt_dir.glob("pretrain_*.pt")) if ckpt_dir.is_dir() else []
     hint = (f"checkpoints there: {', '.join(have)}" if have else "it has no pretraining checkpoints")
     if epoch is not None:
-        hint += f" (periodic ones exist every pretrain.checkpoint_every epochs; only the last keep_last are kept)"
+        hint += " (periodic ones exist every pretrain.checkpoint_every epochs; only the last keep_last are kept)"
     raise BttuiError(f"{what}: {path} does not exist; {hint}.")
 
 

@@ -8,7 +8,6 @@ import json
 import os
 import pickle
 import re
-import sys
 from pathlib import Path
 
 import pytest
