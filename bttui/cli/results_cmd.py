@@ -54,7 +54,7 @@ def tagged_results(records: Sequence[Any]) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------- compare
 def comparison(records: Sequence[Any], paper: str | None) -> dict[str, Any]:
     """The plain data `compare` prints: aggregated rows, the paper's table, per-class differences, notes."""
-    from bttui.paper import paper_init, paper_table, protocol_differences
+    from bttui.paper import paper_table, protocol_differences
     from bttui.results import aggregate_results
 
     rows = aggregate_results(tagged_results(records))
@@ -80,21 +80,19 @@ def comparison(records: Sequence[Any], paper: str | None) -> dict[str, Any]:
             by_sentence.setdefault(sentence, []).append(record.id)
     for sentence, ids in by_sentence.items():
         out["notes"].append(sentence if len(ids) == len(records) else f"{', '.join(ids)}: {sentence}")
-    from bttui.paper import canonical_class
+    from bttui.paper import canonical_class, paper_per_class
 
-    for (p_init, p_strategy, fraction), classes in table.per_class.items():
-        for row in mine:
-            if (paper_init(row["init"]), row["strategy"], row["label_fraction"]) != (p_init, p_strategy, fraction):
-                continue
-            if not row.get("class_names") or not row.get("per_class_accuracy"):
-                continue
-            wanted = {canonical_class(k): v for k, v in classes.items()}
-            for name, acc in zip(row["class_names"], row["per_class_accuracy"]):
-                paper_acc = wanted.get(canonical_class(name))
-                ours = None if acc is None else acc * 100
-                out["per_class"].append({"init": row["init"], "strategy": row["strategy"], "label_fraction": fraction,
-                                         "class": name, "run": ours, "paper": paper_acc,
-                                         "diff": None if ours is None or paper_acc is None else ours - paper_acc})
+    for row in mine:
+        wanted = paper_per_class(table.dataset, row["init"], row["strategy"], row["label_fraction"])
+        if not wanted or not row.get("class_names") or not row.get("per_class_accuracy"):
+            continue
+        for name, acc in zip(row["class_names"], row["per_class_accuracy"]):
+            paper_acc = wanted.get(canonical_class(name))
+            ours = None if acc is None else acc * 100
+            out["per_class"].append({"init": row["init"], "strategy": row["strategy"],
+                                     "label_fraction": row["label_fraction"], "class": name, "run": ours,
+                                     "paper": paper_acc,
+                                     "diff": None if ours is None or paper_acc is None else ours - paper_acc})
     return out
 
 

@@ -70,24 +70,14 @@ class StoreControls:
 
     def launch(self, cfg: Any, config_path: str | None = None) -> str:
         """Create the run and start it detached exactly like ``bttui run --detach``; returns the run id."""
+        from bttui.runs import queue
+        from bttui.runs.disk import check_free_space
         from bttui.runs.store import Store
 
         store = Store(self.root)
-        try:
-            from bttui.runs.disk import check_free_space
-        except ImportError:
-            pass
-        else:
-            check_free_space(store.root)  # like the CLI: refuse before writing anything on a full disk
+        check_free_space(store.root)  # like the CLI: refuse before writing anything on a full disk
         paths = store.create_run(cfg, config_path=config_path)
-        try:
-            from bttui.runs import queue
-        except ImportError:
-            from bttui.runs.launch import launch
-
-            launch(paths, detach=True)
-        else:
-            queue.submit(store, paths, sampler=self.sampler)
+        queue.submit(store, paths, sampler=self.sampler)
         return Path(paths.dir).name
 
     def export(self, run_id: str, out: str | os.PathLike | None = None) -> str:

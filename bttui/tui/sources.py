@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 # A running run whose heartbeat is older than this is shown as crashed (design.md: 120 s).
-HEARTBEAT_STALE_S = 120.0
 LOG_TAIL_BYTES = 64 * 1024
 
 
@@ -218,37 +217,11 @@ def _read_json(path: Path) -> dict | None:
 def read_events_incremental(path: Path, offset: int = 0) -> EventChunk:
     """Complete JSON lines from byte ``offset``; a torn last line is left for the next call.
 
-    Uses ``bttui.runs.events.read_events`` when the run store provides it.
     """
-    try:
-        from bttui.runs.events import read_events  # the store's reader, once it exists
-    except ImportError:
-        read_events = None
-    if read_events is not None:
-        log = read_events(path, offset)
-        return EventChunk(list(log.events), int(log.offset), int(getattr(log, "torn", 0)))
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except OSError:
-        return EventChunk([], offset, 0)
-    end = data.rfind(b"\n")
-    if end < 0:
-        return EventChunk([], offset, 0)
-    events: list[dict] = []
-    torn = 0
-    for line in data[: end + 1].splitlines():
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            torn += 1
-            continue
-        if isinstance(obj, dict):
-            events.append(obj)
-    return EventChunk(events, offset + end + 1, torn)
+    from bttui.runs.events import read_events
+
+    log = read_events(path, offset)
+    return EventChunk(list(log.events), int(log.offset), int(getattr(log, "torn", 0)))
 
 
 def tail_lines(path: Path, max_lines: int = 200) -> list[str]:
@@ -310,16 +283,6 @@ class _CachedRun:
     active: bool
 
 
-def _fallback_effective_status(status: dict, now: float) -> tuple[str, str | None]:
-    state = str(status.get("status") or "queued")
-    reason = status.get("reason")
-    if state == "running":
-        hb = _float(status.get("heartbeat"))
-        if hb is not None and now - hb > HEARTBEAT_STALE_S:
-            return "crashed", f"no heartbeat for {int(now - hb)} s"
-    return state, reason
-
-
 # --------------------------------------------------------------------------- the store source
 
 
@@ -379,11 +342,8 @@ class StoreSource:
             entries = list(os.scandir(self.root))
         except OSError:
             return []
-        try:
-            from bttui.runs.store import is_run_entry
-        except ImportError:
-            def is_run_entry(name: str) -> bool:
-                return not name.startswith(".") and name != "cache"
+        from bttui.runs.store import is_run_entry
+
         rows: list[RunRow] = []
         cache: dict[str, _CachedRun] = {}
         for entry in entries:
@@ -398,7 +358,7 @@ class StoreSource:
                 continue  # no run.json: not a run
             cached = self._cache.get(entry.name)
             if cached is None or cached.sig != sig:
-                cached = self._read_run(d, sig, cached)
+                cached = self._read_run(d, sig)
                 if cached is None:
                     continue
             elif cached.active:
@@ -411,7 +371,7 @@ class StoreSource:
         self._cache = cache
         return rows
 
-    def _read_run(self, d: Path, sig: str, old: "_CachedRun | None") -> "_CachedRun | None":
+    def _read_run(self, d: Path, sig: str) -> "_CachedRun | None":
         run_data = _read_json(d / "run.json")
         if run_data is None:
             return None
@@ -433,10 +393,8 @@ class StoreSource:
         return found
 
     def _effective(self, status_data: dict, run_dir: Path | None = None) -> tuple[str, str | None]:
-        try:
-            from bttui.runs.status import effective_status
-        except ImportError:
-            return _fallback_effective_status(status_data, self.clock.now())
+        from bttui.runs.status import effective_status
+
         status, reason = effective_status(status_data, now=self.clock.now())
         if run_dir is not None and status in ("queued", "running") and (run_dir / "slurm.json").is_file():
             from bttui.runs.store import slurm_adjusted
@@ -482,32 +440,29 @@ class StoreSource:
 
 
 def embedding_path(run_dir: Path, result: dict, method: str) -> Path:
-    """``<run>/<result["artifacts"]>/embedding_<method>.npz``; without that key, the cell slug's folder."""
-    rel = result.get("artifacts")
-    if not isinstance(rel, str) or not rel:
-        cell = str(result.get("cell") or "")
-        rel = f"artifacts/cells/{cell.replace('/', '--')}"
-    folder = Path(rel) if Path(rel).is_absolute() else run_dir / rel
-    return folder / f"embedding_{method}.npz"
+    """The cell's ``embedding_<method>.npz`` (in ``bttui.results.cell_artifacts_dir``)."""
+    from bttui.results import cell_artifacts_dir
+
+    return Path(cell_artifacts_dir(run_dir, result)) / f"embedding_{method}.npz"
 
 
 def load_embedding(path: Path) -> dict | None:
-    """coords [N][2], labels [N], class_names, method from an npz written by bttui.train.embed."""
+    """coords [N][2], labels [N], class_names, method (``bttui.export.read_embedding_file``) as plain lists;
+    None when the file is absent, unreadable or not N x 2 coordinates with one label each."""
     import numpy as np
 
+    from bttui.export import read_embedding_file
+
     try:
-        with np.load(path, allow_pickle=False) as data:
-            coords = np.asarray(data["coords"], dtype=float)
-            labels = np.asarray(data["labels"]).astype(int)
-            names = [str(n) for n in data["class_names"]] if "class_names" in data.files else []
-            method = str(data["method"]) if "method" in data.files else path.stem.removeprefix("embedding_")
+        emb = read_embedding_file(path)
+        coords = np.asarray(emb["coords"], dtype=float)
+        labels = np.asarray(emb["labels"]).astype(int)
     except (OSError, KeyError, ValueError):
         return None
     if coords.ndim != 2 or coords.shape[1] != 2 or len(labels) != len(coords):
         return None
-    if not names:
-        names = [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)]
-    return {"coords": coords.tolist(), "labels": labels.tolist(), "class_names": names, "method": method}
+    return {"coords": coords.tolist(), "labels": labels.tolist(), "class_names": emb["class_names"],
+            "method": emb["method"]}
 
 
 # --------------------------------------------------------------------------- sample store (tests, demos)

@@ -51,24 +51,13 @@ def config_diff(configs: list[dict | None]) -> list[tuple[str, list[Any]]]:
 
 def accuracy_curves(results: list[dict]) -> dict[tuple[str, str, str], dict[float, float]]:
     """(dataset, init, strategy) -> {label fraction: mean test accuracy in %} over seeds."""
-    try:
-        from bttui.results import aggregate_results
-    except ImportError:
-        aggregate_results = None
+    from bttui.results import aggregate_results
+
     curves: dict[tuple[str, str, str], dict[float, float]] = {}
-    if aggregate_results is not None:
-        for row in aggregate_results(results):
-            if row.get("mean") is not None and row.get("label_fraction") is not None:
-                curves.setdefault((row["dataset"], row["init"], row["strategy"]), {})[
-                    float(row["label_fraction"])] = 100.0 * float(row["mean"])
-        return curves
-    acc: dict[tuple[str, str, str, float], list[float]] = {}
-    for r in results:
-        if isinstance(r.get("test_accuracy"), (int, float)) and r.get("label_fraction") is not None:
-            k = (str(r.get("dataset")), str(r.get("init")), str(r.get("strategy")), float(r["label_fraction"]))
-            acc.setdefault(k, []).append(float(r["test_accuracy"]))
-    for (ds, init, strat, frac), vals in acc.items():
-        curves.setdefault((ds, init, strat), {})[frac] = 100.0 * sum(vals) / len(vals)
+    for row in aggregate_results(results):
+        if row.get("mean") is not None and row.get("label_fraction") is not None:
+            curves.setdefault((row["dataset"], row["init"], row["strategy"]), {})[
+                float(row["label_fraction"])] = 100.0 * float(row["mean"])
     return curves
 
 
@@ -78,10 +67,8 @@ Group = tuple[str, str, str, float]
 
 def per_class_accuracies(results: list[dict]) -> dict[Group, tuple[list[str], list[float | None]]]:
     """Group -> (class names, per-class test accuracy in % averaged over seeds) for groups that report them."""
-    try:
-        from bttui.results import aggregate_results
-    except ImportError:
-        return {}
+    from bttui.results import aggregate_results
+
     out: dict[Group, tuple[list[str], list[float | None]]] = {}
     for row in aggregate_results(results):
         names, accs = row.get("class_names"), row.get("per_class_accuracy")
@@ -203,10 +190,8 @@ def load_compare(source: Any, run_ids: list[str], cancelled: Any = lambda: False
     data.diff = config_diff(configs)
     data.groups = per_class_groups(data.per_class)
     data.names.update(distinct_names(data.names))
-    try:
-        from bttui.paper import PAPER
-    except ImportError:
-        PAPER = {}
+    from bttui.paper import PAPER
+
     for ds in sorted(datasets):
         table = PAPER.get(ds)
         if table is not None:

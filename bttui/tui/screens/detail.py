@@ -16,7 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
-from bttui.tui.widgets.footer import AdaptiveFooter
+from bttui.runs.status import ACTIVE_STATUSES
 from bttui.tui.messages import EventsAppended, RunControlled
 from bttui.tui.screens.control import RunControlMixin
 from bttui.tui.sources import RunRow
@@ -24,6 +24,7 @@ from bttui.tui.widgets.formatting import (
     clean, fmt_accuracy, fmt_duration, fmt_loss, fmt_rate, literal, short_time, status_text,
 )
 from bttui.tui.widgets.cell_chart import CellChart
+from bttui.tui.widgets.footer import AdaptiveFooter
 from bttui.tui.widgets.heatmap import bar, xcorr_heatmap
 from bttui.tui.widgets.loss_chart import LossChart
 
@@ -540,12 +541,9 @@ class RunDetailScreen(RunControlMixin, Screen[None]):
         lines = [(time.strftime("%H:%M:%S", clock.localtime(t)) + " " if t is not None else "") + text
                  for t, text in self.state.messages]
         printed = [line for line in self.log_lines if line.strip() and not line.startswith("--- ")]
-        if lines:
-            # Printed lines are few and matter (the end of a traceback) but must not push the events out.
-            printed = printed[-(LOG_LINES_SHOWN // 2):]
-        printed = printed[-LOG_LINES_SHOWN:]
-        keep = LOG_LINES_SHOWN - len(printed)
-        return (lines[-keep:] if keep > 0 else []) + printed
+        # Printed lines are few and matter (the end of a traceback) but must not push the events out.
+        printed = printed[-(LOG_LINES_SHOWN // 2 if lines else LOG_LINES_SHOWN):]
+        return (lines + printed)[-LOG_LINES_SHOWN:]
 
     def render_log(self) -> None:
         lines = self.log_tail()
@@ -733,7 +731,7 @@ class RunDetailScreen(RunControlMixin, Screen[None]):
         row = self.row
         if row is None:
             self.notify("the run is not loaded yet", severity="warning")
-        elif row.status not in ("running", "queued"):
+        elif row.status not in ACTIVE_STATUSES:
             self.notify(f"{clean(row.name, single_line=True)} is {row.status}: nothing to stop", severity="warning")
         else:
             self.ask_then("Stop", [row], "stop")

@@ -89,10 +89,8 @@ def gather(source: RunSource, sampler: Any, reservations: Any, now: float) -> Gp
             indices = held.get(r.id, set())
             view.gpu_runs.append((r, _wants(source.read_config(r.id)),
                                   ",".join(map(str, sorted(indices))) if indices else "-"))
-    try:
-        from bttui.runs.queue import Queue
-    except ImportError:
-        return view
+    from bttui.runs.queue import Queue
+
     try:
         entries = Queue(source.root).entries()
     except Exception as exc:  # a locked or damaged queue file: say so, keep the rest

@@ -405,20 +405,13 @@ class RunsScreen(RunControlMixin, Screen[None]):
         if len(rows) < 2:
             self.notify("select two or more runs with space, then press c", severity="warning")
             return
-        try:
-            from bttui.tui.screens.compare import CompareScreen
-        except ImportError:
-            self.notify("compare is not available in this build", severity="warning")
-            return
+        from bttui.tui.screens.compare import CompareScreen
+
         self.app.push_screen(CompareScreen([r.id for r in rows]))
 
     def action_new(self) -> None:
-        try:
-            from bttui.tui.screens.new import NewExperimentScreen
-        except ImportError:
-            self.notify("the new-experiment form is not available in this build; use `bttui run --detach CONFIG`",
-                        severity="warning")
-            return
+        from bttui.tui.screens.new import NewExperimentScreen
+
         # One run marked with space: start from its config; the run under the cursor is offered in the form.
         marked = [r.id for r in self.all_rows if r.id in self.selected]
         from_run = marked[0] if len(marked) == 1 else None
